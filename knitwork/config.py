@@ -1,0 +1,176 @@
+"""Configuration: frozen dataclasses, one per concern, that flatten into dicts and YAML.
+
+Every field carries a comment saying what it is and, where the paper and the authors' code
+disagree, which choice the field encodes. Presets (``knitwork.presets``) are instances of
+``Config``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+TASKS = ("inpaint", "denoise")
+
+
+@dataclass(frozen=True)
+class EncodingConfig:
+    features: int = 256  # random Fourier frequencies; the MLP input has 2 × features values
+    scale: float = 10.0  # std of the Gaussian frequency matrix B (authors: 10)
+
+
+@dataclass(frozen=True)
+class PatchConfig:
+    size: int = 3  # P: each scale predicts a P×P patch (odd; paper 3, authors' inpainting 5)
+    scales: tuple[int, ...] = (1, 2, 4)  # dilation of each patch level; the first must be 1
+    blur: bool = True  # Gaussian pre-blur at scales > 1: σ = scale, radius scale − 1 (authors)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    method: str = "knitwork"  # "knitwork", or "mlp": the conventional coordinate-MLP baseline
+    encoding: EncodingConfig = field(default_factory=EncodingConfig)
+    patches: PatchConfig = field(default_factory=PatchConfig)
+    hidden: int = 256  # width of the patch MLP (paper: 256)
+    layers: int = 4  # linear layers of the patch MLP, output layer included (paper: 4)
+    reconstructor: str = "linear"  # "linear": deep linear net + sigmoid (authors); "mlp"; "none"
+    reconstructor_width: int = 8  # hidden width of the reconstructor (authors: 8)
+    reconstructor_depth: int = 8  # linear layers of the reconstructor (authors: 8)
+    reconstructor_residual: bool = False  # add the net's output to the centre element's logit,
+    # last layer zero-initialised: starts as "take the centre pixel" and learns corrections
+    discriminator_hidden: tuple[int, ...] = (256, 256, 128, 64, 32, 16)  # LeakyReLU(0.2) layers
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    alpha: float = 1e-2  # weight of the cross-patch consistency loss (eq. 2)
+    beta: float = 1.0  # weight of the reconstructed-pixel loss (eq. 3)
+    gamma: float = 1e-3  # weight of the generator's GAN loss; 0 switches the discriminator off
+    pixel: str = "l1"  # pixel loss: "l1" (paper) or "mse" (authors' code)
+    label_smoothing: float = 0.1  # one-sided: real patches get the label 1 − this (paper: 0.1)
+    alpha_ramp: str = "none"  # "none", or "sigmoid": α·sigmoid((step − mid) / width)
+    alpha_ramp_mid: int = 1000  # step at which the sigmoid ramp reaches α/2 (authors: 1000)
+    alpha_ramp_width: float = 100.0  # steps per unit of the sigmoid's argument
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    steps: int = 1000  # full-grid iterations
+    lr: float = 1e-3  # Adam learning rate of the patch MLP and the reconstructor
+    d_lr: float = 1e-3  # Adam learning rate of the discriminator
+    d_steps: int = 1  # discriminator updates per iteration that updates it
+    schedule: str = "joint"  # "joint": D then G every step; "alternate": D on even, G on odd steps
+    precision: str = "fp32"  # "fp32", or "bf16" (autocast; fast on CPUs with AVX-512 BF16)
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
+    log_every: int = 10  # steps between history entries and on_step calls
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        return _build(cls, data, "config")
+
+    def replace(self, **sections: Any) -> Config:
+        """Return a copy with whole sections replaced, e.g. ``cfg.replace(optim=...)``."""
+        return dataclasses.replace(self, **sections)
+
+    def with_steps(self, steps: int) -> Config:
+        return self.replace(optim=dataclasses.replace(self.optim, steps=steps))
+
+
+def as_baseline(config: Config) -> Config:
+    """The conventional coordinate MLP (the paper's "MLP" column) on the same encoding and budget.
+
+    One pixel per coordinate (1×1 patch, one scale), no reconstructor, consistency or GAN: its
+    only loss is the masked MSE of the patch-reconstruction term on the known pixels.
+    """
+    model = dataclasses.replace(
+        config.model,
+        method="mlp",
+        patches=PatchConfig(size=1, scales=(1,), blur=False),
+        reconstructor="none",
+    )
+    loss = dataclasses.replace(config.loss, alpha=0.0, beta=0.0, gamma=0.0, alpha_ramp="none")
+    return config.replace(model=model, loss=loss)
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def validate(config: Config) -> None:
+    """Raise ValueError naming the field when a configuration cannot work."""
+    m, lo, o = config.model, config.loss, config.optim
+    _choice("model.method", m.method, ("knitwork", "mlp"))
+    _choice("model.reconstructor", m.reconstructor, ("linear", "mlp", "none"))
+    _choice("loss.pixel", lo.pixel, ("l1", "mse"))
+    _choice("loss.alpha_ramp", lo.alpha_ramp, ("none", "sigmoid"))
+    _choice("optim.schedule", o.schedule, ("joint", "alternate"))
+    _choice("optim.precision", o.precision, ("fp32", "bf16"))
+    p = m.patches
+    if p.size < 1 or p.size % 2 == 0:
+        raise ValueError(f"model.patches.size must be a positive odd number; got {p.size}")
+    if not p.scales or p.scales[0] != 1 or any(s < 1 for s in p.scales):
+        raise ValueError(f"model.patches.scales must start with 1 and be ≥ 1; got {p.scales}")
+    if len(set(p.scales)) != len(p.scales):
+        raise ValueError(f"model.patches.scales must not repeat; got {p.scales}")
+    if m.method == "mlp" and (p.size != 1 or len(p.scales) != 1 or m.reconstructor != "none"):
+        raise ValueError("model.method 'mlp' needs 1×1 patches at one scale and no reconstructor")
+    if m.encoding.features < 1 or m.hidden < 1 or m.layers < 2:
+        raise ValueError("model.encoding.features, model.hidden ≥ 1 and model.layers ≥ 2 needed")
+    if m.reconstructor != "none" and m.reconstructor_depth < 1:
+        raise ValueError("model.reconstructor_depth must be ≥ 1")
+    for name in ("alpha", "beta", "gamma", "label_smoothing"):
+        if getattr(lo, name) < 0:
+            raise ValueError(f"loss.{name} must be ≥ 0; got {getattr(lo, name)}")
+    if lo.label_smoothing >= 1:
+        raise ValueError("loss.label_smoothing must be below 1")
+    if lo.beta > 0 and m.reconstructor == "none":
+        raise ValueError("loss.beta > 0 needs a reconstructor (model.reconstructor is 'none')")
+    if o.steps < 0 or o.lr <= 0 or o.d_lr <= 0 or o.d_steps < 1 or o.log_every < 1:
+        raise ValueError("optim: steps ≥ 0, lr > 0, d_lr > 0, d_steps ≥ 1, log_every ≥ 1 needed")
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys by their full name."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        sub = fields[name].type
+        sub_cls = _NESTED.get(sub) if isinstance(sub, str) else None
+        if sub_cls is not None:
+            kwargs[name] = _build(sub_cls, value, f"{where}.{name}")
+        elif isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+_NESTED = {
+    "EncodingConfig": EncodingConfig,
+    "PatchConfig": PatchConfig,
+    "ModelConfig": ModelConfig,
+    "LossConfig": LossConfig,
+    "OptimConfig": OptimConfig,
+}

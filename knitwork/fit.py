@@ -1,0 +1,214 @@
+"""The one fit loop: every task and the MLP baseline, full-grid steps, one forward per step.
+
+Each step computes the patch field once and reuses it for every term: the discriminator sees it
+detached, then the generator's losses (eq. 4) are taken on the same tensor.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from knitwork.config import Config
+from knitwork.losses import Targets, discriminator_loss, generator_losses
+from knitwork.metrics import psnr
+from knitwork.model import Knitwork, count_parameters, pixel_grid
+from knitwork.patches import describe, in_image, patch_stack
+from knitwork.tasks import Observation
+
+StepCallback = Callable[[int, dict[str, float]], None]
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; the message names the step and the terms."""
+
+
+@dataclass
+class FitResult:
+    image: np.ndarray  # (H, W, C) restored image in [0, 1] (known pixels kept if asked)
+    raw: np.ndarray  # (H, W, C) the reconstructor's output, clipped: the paper's protocol
+    model: Knitwork  # trained model, on the CPU
+    config: Config
+    task: str
+    seed: int
+    seconds: float  # wall-clock time of the optimisation loop
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def steps(self) -> int:
+        return self.config.optim.steps
+
+    @property
+    def parameters(self) -> int:
+        """Trainable parameters of every network that was fitted (discriminator included)."""
+        return count_parameters(self.model)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
+    return device
+
+
+def build_targets(observation: Observation, model: Knitwork, device: torch.device) -> Targets:
+    """Observed stacks, colours and the discriminator's real set, computed once per fit."""
+    patches = model.config.patches
+    image = torch.from_numpy(observation.image).to(device).permute(2, 0, 1).contiguous()
+    known = torch.from_numpy(observation.known).to(device)
+    h, w = observation.known.shape
+    stacks, stack_known = patch_stack(image, known, patches)
+    full = in_image(h, w, patches, device).flatten(1).all(dim=1)
+    real = stacks[stack_known.flatten(1).all(dim=1)].flatten(1)
+    if model.discriminator is not None and (len(real) == 0 or not full.any()):
+        raise ValueError(
+            f"no {describe(patches)} patch stack fits wholly inside the known part of this "
+            f"{w}×{h} image, so the discriminator has no real patches: use smaller patch "
+            "scales (model.patches.scales) or switch the GAN off (loss.gamma: 0)"
+        )
+    return Targets(
+        stacks=stacks,
+        stack_known=stack_known,
+        colours=image.flatten(1).T.contiguous(),
+        pixel_known=known.flatten(),
+        real=real,
+        full=full,
+        height=h,
+        width=w,
+    )
+
+
+def _check_finite(step: int, terms: dict[str, torch.Tensor]) -> None:
+    if not torch.isfinite(terms["total"]):
+        values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+        raise NonFiniteLossError(
+            f"loss became non-finite at step {step} ({values}): lower the learning rates "
+            "(optim.lr, optim.d_lr) or the loss weights"
+        )
+
+
+class _Trainer:
+    """State of one fit: model, optimisers, targets. ``step`` runs one iteration."""
+
+    def __init__(self, observation: Observation, config: Config, seed: int) -> None:
+        self.config = config
+        self.device = resolve_device(config.optim.device)
+        torch.manual_seed(seed)
+        channels = observation.image.shape[2]
+        gan = config.loss.gamma > 0
+        self.model = Knitwork(config.model, channels, seed, discriminator=gan).to(self.device)
+        self.targets = build_targets(observation, self.model, self.device)
+        h, w = observation.known.shape
+        with torch.no_grad():
+            self.features = self.model.encoding(pixel_grid(h, w, self.device))
+        self.opt_g = torch.optim.Adam(self.model.generator_parameters(), lr=config.optim.lr)
+        self.opt_d = (
+            torch.optim.Adam(self.model.discriminator.parameters(), lr=config.optim.d_lr)
+            if gan
+            else None
+        )
+        bf16 = config.optim.precision == "bf16"
+        self.autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+        )
+
+    def field(self) -> torch.Tensor:
+        with self.autocast:
+            return self.model.patch_mlp(self.features).float()
+
+    def discriminator_step(self, field: torch.Tensor) -> torch.Tensor:
+        fakes = field.detach()[self.targets.full].flatten(1)
+        for _ in range(self.config.optim.d_steps):
+            self.opt_d.zero_grad(set_to_none=True)
+            d = self.model.discriminator
+            loss = discriminator_loss(
+                d(self.targets.real), d(fakes), self.config.loss.label_smoothing
+            )
+            loss.backward()
+            self.opt_d.step()
+        return loss.detach()
+
+    def generator_step(self, field: torch.Tensor, step: int):
+        pixels = self.model.pixels(field)
+        d = self.model.discriminator
+        fake_logits = d(field[self.targets.full]) if d is not None else None
+        terms = generator_losses(
+            field, pixels, fake_logits, self.targets, self.config.loss,
+            self.config.model.patches, step,
+        )  # fmt: skip
+        _check_finite(step, terms)
+        self.opt_g.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        self.opt_g.step()
+        return terms, pixels.detach()
+
+    def step(self, step: int) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        alternate = self.config.optim.schedule == "alternate"
+        update_d = self.opt_d is not None and (not alternate or step % 2 == 0)
+        update_g = not alternate or step % 2 == 1 or self.opt_d is None
+        if update_g:
+            field = self.field()
+        else:
+            with torch.no_grad():
+                field = self.field()
+        terms: dict[str, torch.Tensor] = {}
+        if update_d:
+            terms["discriminator"] = self.discriminator_step(field)
+        pixels = None
+        if update_g:
+            g_terms, pixels = self.generator_step(field, step)
+            terms.update(g_terms)
+        return terms, pixels
+
+
+def fit(
+    observation: Observation,
+    config: Config,
+    *,
+    seed: int = 0,
+    on_step: StepCallback | None = None,
+    ground_truth: np.ndarray | None = None,
+    keep_known: bool = True,
+) -> FitResult:
+    """Fit one Knitwork (or the MLP baseline) to ``observation`` and restore it.
+
+    ``on_step(step, metrics)`` is called every ``optim.log_every`` steps and after the last, with
+    the loss terms (and ``psnr`` against ``ground_truth`` when given). For inpainting,
+    ``keep_known`` pastes the observed pixels into the result; ``FitResult.raw`` never does.
+    """
+    trainer = _Trainer(observation, config, seed)
+    h, w, c = observation.image.shape
+    history: list[dict[str, float]] = []
+    steps, every = config.optim.steps, config.optim.log_every
+    start = time.perf_counter()
+    for step in range(steps):
+        terms, pixels = trainer.step(step)
+        done = step + 1
+        if done % every == 0 or done == steps:
+            entry = {"step": float(done), **{k: float(v.detach()) for k, v in terms.items()}}
+            if ground_truth is not None and pixels is not None:
+                current = pixels.clamp(0, 1).view(h, w, c).cpu().numpy()
+                entry["psnr"] = psnr(current, ground_truth)
+            history.append(entry)
+            if on_step is not None:
+                on_step(done, entry)
+    seconds = time.perf_counter() - start
+    model = trainer.model.cpu().eval()
+    raw = model.render(h, w).clamp(0, 1).numpy()
+    image = raw.copy()
+    if keep_known and observation.task == "inpaint":
+        image[observation.known] = observation.image[observation.known]
+    return FitResult(image, raw, model, config, observation.task, seed, seconds, history)
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """JSON-friendly metric: None for missing or infinite values."""
+    return None if value is None or not math.isfinite(value) else value

@@ -1,0 +1,117 @@
+"""The losses of paper eq. 1–4. Each is a plain function of tensors; ``generator_losses``
+returns them as named terms so that logging never has to know which exist.
+
+Reductions are means (over known entries, valid pairs, channels), so that α, β and γ do not
+change meaning with the image size, patch size or number of scales. The authors' code sums
+per-offset means for consistency and sums over RGB for reconstruction; the ``paper-*`` presets
+convert their weights accordingly (see ``knitwork.presets``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from knitwork.config import LossConfig, PatchConfig
+from knitwork.patches import centre_index, patch_stack
+
+
+def patch_reconstruction_loss(
+    field: torch.Tensor, target: torch.Tensor, known: torch.Tensor
+) -> torch.Tensor:
+    """Eq. 1: MSE between predicted (N, C, S, P, P) and observed stacks over known elements."""
+    weight = known.unsqueeze(1).to(field.dtype)  # (N, 1, S, P, P)
+    squared = (field - target) ** 2 * weight
+    return squared.sum() / (weight.sum() * field.shape[1]).clamp_min(1)
+
+
+def consistency_loss(
+    field: torch.Tensor, height: int, width: int, config: PatchConfig
+) -> torch.Tensor:
+    """Eq. 2: every stack element must agree with the image of centre predictions it covers.
+
+    The centre elements of the finest scale form an image; its own patch stacks (pre-blurred at
+    each scale exactly as the observed targets are) are what each predicted stack should equal.
+    Pairs that fall outside the image are excluded; every row and column takes part.
+    """
+    s, r, c = centre_index(config)
+    centre = field[:, :, s, r, c].T.reshape(-1, height, width)  # (C, H, W)
+    reference, inside = patch_stack(centre, None, config)
+    weight = inside.unsqueeze(1).to(field.dtype)
+    squared = (field - reference) ** 2 * weight
+    return squared.sum() / (weight.sum() * field.shape[1]).clamp_min(1)
+
+
+def pixel_loss(
+    pred: torch.Tensor, target: torch.Tensor, known: torch.Tensor, kind: str = "l1"
+) -> torch.Tensor:
+    """Eq. 3: L1 (paper) or MSE between reconstructed and observed colours on known pixels."""
+    diff = (pred - target)[known]
+    return diff.abs().mean() if kind == "l1" else (diff**2).mean()
+
+
+def discriminator_loss(
+    real_logits: torch.Tensor, fake_logits: torch.Tensor, label_smoothing: float
+) -> torch.Tensor:
+    """BCE with one-sided label smoothing: real patches are labelled 1 − smoothing, fakes 0."""
+    real = F.binary_cross_entropy_with_logits(
+        real_logits, torch.full_like(real_logits, 1.0 - label_smoothing)
+    )
+    fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    return real + fake
+
+
+def generator_gan_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """The generator's BCE term: predicted patches should be scored as real (label 1)."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def alpha_at(step: int, config: LossConfig) -> float:
+    """α at ``step``: constant, or a sigmoid ramp reaching α/2 at ``alpha_ramp_mid``."""
+    if config.alpha_ramp == "none":
+        return config.alpha
+    z = (step - config.alpha_ramp_mid) / config.alpha_ramp_width
+    return config.alpha / (1.0 + math.exp(-max(min(z, 60.0), -60.0)))
+
+
+@dataclass
+class Targets:
+    """Everything a fit compares against, built once from the observation."""
+
+    stacks: torch.Tensor  # (N, C, S, P, P) observed patch stacks (zeros where unknown)
+    stack_known: torch.Tensor  # (N, S, P, P) which stack elements are observed
+    colours: torch.Tensor  # (N, C) observed pixel colours
+    pixel_known: torch.Tensor  # (N,) which pixels are observed
+    real: torch.Tensor  # (R, C·S·P·P) fully observed stacks: the discriminator's real set
+    full: torch.Tensor  # (N,) stacks lying wholly inside the image: the fakes it is shown
+    height: int
+    width: int
+
+
+def generator_losses(
+    field: torch.Tensor,
+    pixels: torch.Tensor | None,
+    fake_logits: torch.Tensor | None,
+    targets: Targets,
+    config: LossConfig,
+    patches: PatchConfig,
+    step: int,
+) -> dict[str, torch.Tensor]:
+    """Eq. 4 as named terms; ``total`` = recon + α·consistency + β·pixel + γ·gan."""
+    terms = {"recon": patch_reconstruction_loss(field, targets.stacks, targets.stack_known)}
+    total = terms["recon"]
+    alpha = alpha_at(step, config)
+    if config.alpha > 0:
+        terms["consistency"] = consistency_loss(field, targets.height, targets.width, patches)
+        total = total + alpha * terms["consistency"]
+    if config.beta > 0 and pixels is not None:
+        terms["pixel"] = pixel_loss(pixels, targets.colours, targets.pixel_known, config.pixel)
+        total = total + config.beta * terms["pixel"]
+    if config.gamma > 0 and fake_logits is not None:
+        terms["gan"] = generator_gan_loss(fake_logits)
+        total = total + config.gamma * terms["gan"]
+    terms["total"] = total
+    return terms

@@ -1,0 +1,36 @@
+"""Shared fixtures: small real images from examples/ and a shrunken-config helper."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from knitwork.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+torch.set_num_threads(2)
+
+
+def example_image(name: str = "butterfly", size: int = 32) -> np.ndarray:
+    """An example image resized to size×size, as (H, W, 3) float32 in [0, 1]."""
+    with Image.open(EXAMPLES / f"{name}.png") as img:
+        small = img.convert("RGB").resize((size, size), Image.LANCZOS)
+    return np.asarray(small, dtype=np.float32) / 255.0
+
+
+def shrink(config: Config, steps: int = 3) -> Config:
+    """The same method on a CPU smoke-test budget: few steps, CPU, logging every step."""
+    optim = dataclasses.replace(config.optim, steps=steps, device="cpu", log_every=1)
+    return config.replace(optim=optim)
+
+
+@pytest.fixture
+def tiny() -> np.ndarray:
+    return example_image("butterfly", 32)
