@@ -14,11 +14,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)  ## create .venv inside the checkout and install everything pinned
 
-demo: setup  ## the main job on embedded defaults: inpaint a hole in a committed example
-	$(BIN)/knitwork fit examples/butterfly.png --task inpaint --synthetic --fill-ratio 0.04 \
-		-o $(DEMO)/butterfly.png --side-by-side $(DEMO)/butterfly-side-by-side.png \
-		--metrics-json $(DEMO)/butterfly-metrics.json --save-model $(DEMO)/butterfly.pt
-	@echo "see $(DEMO)/butterfly-side-by-side.png (input | restored | original)"
+demo: setup  ## the main job on embedded defaults: restore examples/images on a local Ray cluster
+	$(BIN)/knitwork restore examples/images $(DEMO) --task inpaint --synthetic --fill-ratio 0.04
+	@echo "restored images and _manifest.jsonl in $(DEMO)/; MLflow runs in ./mlflow.db:"
+	@echo "  $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db   (then open http://127.0.0.1:5000)"
 
 lint: setup
 	$(BIN)/ruff check .

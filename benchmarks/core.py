@@ -27,7 +27,7 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from knitwork.config import Config, as_baseline
-from knitwork.fit import _Trainer, fit
+from knitwork.fit import Trainer, fit
 from knitwork.metrics import evaluate, psnr
 from knitwork.presets import get_preset
 from knitwork.tasks import degrade, naive_restoration
@@ -56,7 +56,7 @@ def matmul_gflops(repeats: int = 20) -> float:
 
 def step_cost(observation, config: Config, repeats: int = 5) -> tuple[float, float]:
     """(GFLOP per training step, seconds per step) at this image size."""
-    trainer = _Trainer(observation, config, seed=0)
+    trainer = Trainer(observation, config, seed=0)
     with FlopCounterMode(display=False) as counter:
         trainer.step(1)
     trainer.step(2)
@@ -113,8 +113,11 @@ def main() -> None:
                     clean, task, level, method, preset, args.steps_scale, args.seed
                 )
                 rows.append({"task": task, "level": level, "method": method, "image": name, **row})
-                print(f"{task} {level} {method:8s} {name:10s} psnr {row['psnr']:.2f} "
-                      f"hole {_f(row['psnr_hole'])} {row['seconds']:.1f}s", flush=True)  # fmt: skip
+                print(
+                    f"{task} {level} {method:8s} {name:10s} psnr {row['psnr']:.2f} "
+                    f"hole {_f(row['psnr_hole'])} {row['seconds']:.1f}s",
+                    flush=True,
+                )
                 if (task, method) not in costs and name == "butterfly":
                     costs[(task, method)] = (*step_cost(obs, config), obs.image.shape)
     write_report(args, rows, costs, peak, sorted(images))

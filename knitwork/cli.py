@@ -1,6 +1,7 @@
 """The ``knitwork`` command: thin argument parsing around the core.
 
 knitwork fit IMAGE --task inpaint|denoise -o OUT.png   restore one image
+knitwork restore INPUT OUTPUT --task inpaint|denoise    restore a folder or s3:// prefix on Ray
 knitwork render MODEL.pt -o OUT.png --size WxH          redraw a saved model at any size
 knitwork presets [show NAME]                            list presets or print one as YAML
 """
@@ -17,11 +18,12 @@ import numpy as np
 from knitwork import io as kio
 from knitwork.checkpoint import load_model, render, save_model
 from knitwork.config import TASKS, Config, as_baseline
-from knitwork.fit import FitResult, NonFiniteLossError, finite_or_none, fit
-from knitwork.metrics import evaluate, psnr
+from knitwork.fit import NonFiniteLossError, fit
 from knitwork.presets import PRESETS, default_preset, get_preset, load_preset_file, to_yaml
 from knitwork.progress import progress_callback
-from knitwork.tasks import Observation, degrade, naive_restoration, observe
+from knitwork.report import fit_metrics, side_by_side
+from knitwork.tasks import Observation, degrade, observe
+from pipeline.cli import add_restore
 
 _FIT_HELP = """\
 Fit one Neural Knitwork to IMAGE and write the restored image to OUT.
@@ -34,21 +36,15 @@ of --sigma (0-255 scale) to a clean IMAGE. With --synthetic the result is scored
 
 examples:
   knitwork fit photo.png --task inpaint --mask hole.png -o restored.png
-  knitwork fit examples/butterfly.png --task inpaint --synthetic --fill-ratio 0.04 \\
+  knitwork fit examples/images/butterfly.png --task inpaint --synthetic --fill-ratio 0.04 \\
       --metrics-json metrics.json -o out/butterfly.png
   knitwork fit noisy.png --task denoise --preset paper-denoise -o clean.png
 """
 
 
-def _add_fit(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "fit", help="restore one image", description=_FIT_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    p.add_argument("image", help="input image (PNG, JPEG, TIFF, WebP; 8 or 16 bit)")
+def add_fit_options(p: argparse.ArgumentParser, clean: str) -> None:
+    """Options shared by `fit` and `restore`: task, configuration, seed, degradation."""
     p.add_argument("--task", required=True, choices=TASKS, help="what to restore")
-    p.add_argument("-o", "--output", required=True, help="where to write the restored image")
-    p.add_argument("--mask", help="inpainting mask image: white = hole to fill, black = known")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--preset", help="named preset (default: fast-TASK; see `knitwork presets`)")
     group.add_argument("--preset-file", help="YAML preset (full config, or `base: NAME` + changes)")
@@ -56,17 +52,37 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the model and degradation [0]")
     p.add_argument("--baseline", choices=["mlp"], help="fit the conventional coordinate MLP")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA when available)")
-    p.add_argument("--synthetic", action="store_true", help="IMAGE is clean: degrade and score")
+    p.add_argument("--synthetic", action="store_true", help=f"{clean} is clean: degrade, score")
     p.add_argument("--fill-ratio", type=float, default=0.02, help="synthetic hole area [0.02]")
     p.add_argument("--sigma", type=float, default=25.0, help="synthetic noise std, 0-255 [25]")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=kio.DEFAULT_MAX_PIXELS,
+        help=f"refuse larger images [{kio.DEFAULT_MAX_PIXELS}]",
+    )
+
+
+def _add_fit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fit",
+        help="restore one image",
+        description=_FIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("image", help="input image (PNG, JPEG, TIFF, WebP; 8 or 16 bit)")
+    p.add_argument("-o", "--output", required=True, help="where to write the restored image")
+    p.add_argument("--mask", help="inpainting mask image: white = hole to fill, black = known")
+    add_fit_options(p, clean="IMAGE")
     p.add_argument("--metrics-json", help="write metrics, timing and size to this JSON file")
     p.add_argument("--save-model", help="write the fitted model here (.pt; see `render`)")
     p.add_argument("--save-input", help="write the degraded input here (with --synthetic)")
     p.add_argument("--side-by-side", help="write input | restored [| ground truth] as one PNG")
-    p.add_argument("--raw-output", action="store_true",
-                   help="inpainting: network output on known pixels too (paper)")  # fmt: skip
-    p.add_argument("--max-pixels", type=int, default=kio.DEFAULT_MAX_PIXELS,
-                   help=f"refuse larger images [{kio.DEFAULT_MAX_PIXELS}]")  # fmt: skip
+    p.add_argument(
+        "--raw-output",
+        action="store_true",
+        help="inpainting: network output on known pixels too (paper)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run_fit)
 
@@ -95,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_fit(sub)
+    add_restore(sub)
     _add_render(sub)
     _add_presets(sub)
     return parser
@@ -137,49 +154,24 @@ def build_observation(args: argparse.Namespace) -> tuple[Observation, np.ndarray
     return obs, pixels, loaded.bit_depth
 
 
-def fit_metrics(result: FitResult, obs: Observation, truth: np.ndarray | None) -> dict:
-    """The metrics JSON: quality (when the truth is known), the naive answer's PSNR, cost."""
-    hole = obs.hole if obs.task == "inpaint" else None
-    scores = {"psnr": None, "ssim": None, "psnr_hole": None, "ssim_hole": None}
-    reference = None
-    if truth is not None:
-        scores = evaluate(result.image, truth, hole)
-        reference = psnr(naive_restoration(obs), truth, hole)
-    out = {k: finite_or_none(v) for k, v in scores.items()}
-    out["reference_psnr"] = finite_or_none(reference)
-    out |= {
-        "seconds": round(result.seconds, 3),
-        "steps": result.steps,
-        "parameters": result.parameters,
-        "task": obs.task,
-        "method": result.config.model.method,
-        "seed": result.seed,
-        "height": obs.image.shape[0],
-        "width": obs.image.shape[1],
-    }
-    return out
-
-
-def side_by_side(*images: np.ndarray, gap: int = 4) -> np.ndarray:
-    """Images of one size in a row, white gaps between them (grey ones made 3-channel)."""
-    rgb = [np.repeat(im, 3, axis=2) if im.shape[2] == 1 else im for im in images]
-    spacer = np.ones((rgb[0].shape[0], gap, 3), dtype=np.float32)
-    row = [rgb[0]]
-    for im in rgb[1:]:
-        row += [spacer, im]
-    return np.concatenate(row, axis=1)
-
-
 def run_fit(args: argparse.Namespace) -> int:
     config, label = resolve_config(args)
     obs, truth, bit_depth = build_observation(args)
     h, w, c = obs.image.shape
-    print(f"{args.image}: {w}×{h}, {args.task}, preset {label}, {config.optim.steps} steps",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"{args.image}: {w}×{h}, {args.task}, preset {label}, {config.optim.steps} steps",
+        file=sys.stderr,
+    )
     callback, close = progress_callback(config.optim.steps, enabled=not args.quiet)
     try:
-        result = fit(obs, config, seed=args.seed, on_step=callback, ground_truth=truth,
-                     keep_known=not args.raw_output)  # fmt: skip
+        result = fit(
+            obs,
+            config,
+            seed=args.seed,
+            on_step=callback,
+            ground_truth=truth,
+            keep_known=not args.raw_output,
+        )
     finally:
         close()
     depth = 16 if bit_depth == 16 and c == 1 else 8
@@ -236,8 +228,10 @@ def run_presets(args: argparse.Namespace) -> int:
     for name, cfg in PRESETS.items():
         p = cfg.model.patches
         scales = ",".join(map(str, p.scales))
-        print(f"{name:15s} {cfg.optim.steps:5d} steps, {p.size}×{p.size} patches at scales "
-              f"{scales}, reconstructor {cfg.model.reconstructor}")  # fmt: skip
+        print(
+            f"{name:15s} {cfg.optim.steps:5d} steps, {p.size}×{p.size} patches at scales "
+            f"{scales}, reconstructor {cfg.model.reconstructor}"
+        )
     return 0
 
 

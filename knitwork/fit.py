@@ -95,7 +95,7 @@ def _check_finite(step: int, terms: dict[str, torch.Tensor]) -> None:
         )
 
 
-class _Trainer:
+class Trainer:
     """State of one fit: model, optimisers, targets. ``step`` runs one iteration."""
 
     def __init__(self, observation: Observation, config: Config, seed: int) -> None:
@@ -141,9 +141,14 @@ class _Trainer:
         d = self.model.discriminator
         fake_logits = d(field[self.targets.full]) if d is not None else None
         terms = generator_losses(
-            field, pixels, fake_logits, self.targets, self.config.loss,
-            self.config.model.patches, step,
-        )  # fmt: skip
+            field,
+            pixels,
+            fake_logits,
+            self.targets,
+            self.config.loss,
+            self.config.model.patches,
+            step,
+        )
         _check_finite(step, terms)
         self.opt_g.zero_grad(set_to_none=True)
         terms["total"].backward()
@@ -184,7 +189,7 @@ def fit(
     the loss terms (and ``psnr`` against ``ground_truth`` when given). For inpainting,
     ``keep_known`` pastes the observed pixels into the result; ``FitResult.raw`` never does.
     """
-    trainer = _Trainer(observation, config, seed)
+    trainer = Trainer(observation, config, seed)
     h, w, c = observation.image.shape
     history: list[dict[str, float]] = []
     steps, every = config.optim.steps, config.optim.log_every

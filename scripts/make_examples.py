@@ -21,14 +21,15 @@ MAX_SIDE = 128
 def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/datasets")
     out = Path(__file__).resolve().parent.parent / "examples"
-    (out / "masks").mkdir(parents=True, exist_ok=True)
+    for folder in ("images", "masks"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
     for name, subset in PICKS.items():
         with Image.open(root / subset / f"{name}.png") as img:
             img = img.convert("RGB")
             scale = MAX_SIDE / max(img.size)
             size = (round(img.width * scale), round(img.height * scale))
-            img.resize(size, Image.LANCZOS).save(out / f"{name}.png", optimize=True)
-    # A mask for butterfly.png: a 14×14 hole (1.2% of the image) and a thin scratch.
+            img.resize(size, Image.LANCZOS).save(out / "images" / f"{name}.png", optimize=True)
+    # A mask for images/butterfly.png: a 14×14 hole (1.2% of the image) and a thin scratch.
     mask = np.zeros((MAX_SIDE, MAX_SIDE), dtype=np.uint8)
     mask[70:84, 40:54] = 255
     for x in range(80, 118):

@@ -13,7 +13,7 @@ from PIL import Image
 from knitwork.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
+EXAMPLES = ROOT / "examples" / "images"
 
 torch.set_num_threads(2)
 

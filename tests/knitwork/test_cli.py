@@ -64,8 +64,17 @@ def test_synthetic_inpainting_writes_everything_it_was_asked_for(clean_png, tmp_
 def test_denoising_metrics_have_null_hole_scores(clean_png, tmp_path):
     metrics = tmp_path / "m.json"
     args = ["fit", clean_png, "--task", "denoise", "--synthetic", "--sigma", "30"]
-    result = run(*args, "--steps", "3", "--baseline", "mlp", "-o", tmp_path / "o.png",
-                 "--metrics-json", metrics)  # fmt: skip
+    result = run(
+        *args,
+        "--steps",
+        "3",
+        "--baseline",
+        "mlp",
+        "-o",
+        tmp_path / "o.png",
+        "--metrics-json",
+        metrics,
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(metrics.read_text())
     assert data["psnr_hole"] is None and data["ssim_hole"] is None
@@ -124,9 +133,29 @@ def test_presets_show_gives_a_file_fit_accepts(clean_png, tmp_path):
     assert shown.returncode == 0 and "encoding:" in shown.stdout
     preset = tmp_path / "mine.yaml"
     preset.write_text(shown.stdout.replace("steps: 300", "steps: 2"))
-    result = run("fit", clean_png, "--task", "denoise", "--preset-file", preset,
-                 "-o", tmp_path / "o.png", "--metrics-json", tmp_path / "m.json")  # fmt: skip
+    result = run(
+        "fit",
+        clean_png,
+        "--task",
+        "denoise",
+        "--preset-file",
+        preset,
+        "-o",
+        tmp_path / "o.png",
+        "--metrics-json",
+        tmp_path / "m.json",
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "m.json").read_text())["steps"] == 2
     listing = run("presets")
     assert all(name in listing.stdout for name in ("paper-inpaint", "fast-denoise"))
+
+
+def test_sixteen_bit_grey_image_is_restored_as_sixteen_bit_grey(tmp_path):
+    grey = (example_image("woman", 32).mean(axis=2) * 65535).astype(np.uint16)
+    src, out = tmp_path / "grey16.png", tmp_path / "out16.png"
+    Image.fromarray(grey).save(src)
+    result = run("fit", src, "--task", "denoise", "--steps", "2", "-o", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    loaded = load_image(out)
+    assert loaded.pixels.shape == (32, 32, 1) and loaded.bit_depth == 16

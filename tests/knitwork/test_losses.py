@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from knitwork.config import Config, LossConfig, PatchConfig
-from knitwork.fit import _Trainer
+from knitwork.fit import Trainer
 from knitwork.losses import (
     alpha_at,
     consistency_loss,
@@ -54,7 +54,7 @@ def test_consistency_uses_the_last_row_and_column():
 
 
 def _all_terms(observation, config: Config) -> dict[str, float]:
-    trainer = _Trainer(observation, config, seed=0)
+    trainer = Trainer(observation, config, seed=0)
     field = trainer.field()
     d_loss = trainer.discriminator_step(field)  # updates D; same start state in both calls
     pixels = trainer.model.pixels(field)

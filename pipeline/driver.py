@@ -1,0 +1,379 @@
+"""The batch driver: every image under INPUT restored into OUTPUT, one Ray task per image.
+
+list inputs → skip what the manifest says is done → submit tasks (bounded in flight) →
+``ray.wait`` with timeouts → write each result's manifest line → record it in MLflow →
+summary. A failed image is recorded and never stops the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import subprocess
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from knitwork import __version__
+from knitwork.config import Config
+from knitwork.io import DEFAULT_MAX_PIXELS
+from pipeline.manifest import MANIFEST_NAME, Record, config_hash, parse, render
+from pipeline.storage import LocalStorage, S3Storage, Storage, StorageError, open_storage
+from pipeline.tracking import Tracker, flatten, tracking_uri
+from pipeline.worker import Job, Outcome, process
+
+WAIT_SECONDS = 2.0  # each ray.wait returns at least this often, to refresh the progress bar
+
+
+@dataclass
+class RestoreOptions:
+    input: str
+    output: str
+    task: str
+    config: Config
+    preset: str = ""
+    seed: int = 0
+    masks: str | None = None
+    ground_truth: str | None = None
+    synthetic: bool = False
+    fill_ratio: float = 0.02
+    sigma: float = 25.0
+    overwrite: bool = False
+    address: str | None = None
+    cpus_per_task: float = 1.0
+    gpus_per_task: float = 0.0
+    max_in_flight: int | None = None
+    max_retries: int = 2
+    experiment: str | None = None
+    s3_endpoint_url: str | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    progress: bool = True
+    track: bool = True
+
+
+@dataclass
+class BatchSummary:
+    records: list[Record] = field(default_factory=list)  # this run's records, input order
+    parent_run_id: str | None = None
+    tracked: bool = False
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.records)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.count("failed") else 0
+
+
+def image_seed(base: int, name: str) -> int:
+    """The image's own seed: the base seed plus a stable hash of its relative name."""
+    return (base + zlib.crc32(name.encode("utf-8"))) % (2**31)
+
+
+def refuse_nested(source: Storage, target: Storage) -> None:
+    """OUTPUT inside INPUT would have outputs read back as inputs: refuse it."""
+    if isinstance(source, LocalStorage) and isinstance(target, LocalStorage):
+        nested = target.root == source.root or source.root in target.root.parents
+    elif isinstance(source, S3Storage) and isinstance(target, S3Storage):
+        inner = f"{source.prefix}/" if source.prefix else ""
+        nested = source.bucket == target.bucket and (
+            target.prefix == source.prefix or target.prefix.startswith(inner)
+        )
+    else:
+        nested = False
+    if nested:
+        raise StorageError(
+            f"{target.uri} is inside {source.uri}: the outputs would be read back as inputs. "
+            "Choose an OUTPUT outside INPUT"
+        )
+
+
+def _hash_payload(options: RestoreOptions) -> dict:
+    return {
+        "config": options.config.to_dict(),
+        "task": options.task,
+        "seed": options.seed,
+        "synthetic": options.synthetic,
+        "fill_ratio": options.fill_ratio if options.synthetic else None,
+        "sigma": options.sigma if options.synthetic else None,
+        "masks": options.masks,
+    }
+
+
+def read_manifest(target: Storage) -> dict[str, Record]:
+    if not target.exists(MANIFEST_NAME):
+        return {}
+    text = target.read(MANIFEST_NAME).decode("utf-8")
+    return parse(text, target.join(MANIFEST_NAME))
+
+
+def _code_version() -> str:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        commit = out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}+{commit}" if commit else __version__
+
+
+def connect_ray(address: str | None):
+    """Join ``address`` (or RAY_ADDRESS), or start a local cluster sized to this machine."""
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(
+            num_cpus=os.cpu_count(),
+            include_dashboard=False,
+            log_to_driver=False,
+            object_store_memory=512 * 2**20,
+        )
+    return ray
+
+
+def _gpus(ray, wanted: float) -> float:
+    """Ask for GPUs only when the cluster has them: a task asking for a missing GPU would
+    stay pending forever."""
+    have = ray.cluster_resources().get("GPU", 0)
+    if wanted > 0 and have < wanted:
+        print(
+            f"warning: --gpus-per-task {wanted} asked for, the cluster has {have:g} GPUs: "
+            "running on CPUs",
+            file=sys.stderr,
+        )
+        return 0.0
+    return wanted
+
+
+def plan(options: RestoreOptions, source: Storage, target: Storage, done: dict[str, Record]):
+    """Jobs to run, and skip records for images the manifest shows finished."""
+    names = source.list_images()
+    if not names:
+        raise StorageError(f"{source.uri}: no images found ({', '.join(_exts())})")
+    digest = config_hash(_hash_payload(options))
+    masks = open_storage(options.masks, options.s3_endpoint_url) if options.masks else None
+    truth = (
+        open_storage(options.ground_truth, options.s3_endpoint_url)
+        if options.ground_truth
+        else None
+    )
+    jobs, skipped = [], []
+    for name in names:
+        previous = done.get(name)
+        finished = previous is not None and previous.status == "ok"
+        same = finished and previous.config_hash == digest and not options.overwrite
+        if same and target.exists(name):
+            skipped.append(dataclasses.replace(previous, status="skipped"))
+            continue
+        jobs.append(
+            Job(
+                name,
+                source,
+                target,
+                options.task,
+                options.config,
+                image_seed(options.seed, name),
+                digest,
+                masks,
+                truth,
+                options.synthetic,
+                options.fill_ratio,
+                options.sigma,
+                options.max_pixels,
+            )
+        )
+    return jobs, skipped
+
+
+def _exts() -> tuple[str, ...]:
+    from pipeline.storage import IMAGE_EXTENSIONS
+
+    return IMAGE_EXTENSIONS
+
+
+def _failed_outcome(job: Job, err: BaseException) -> Outcome:
+    cause = getattr(err, "cause", None) or err
+    message = f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
+    record = Record(
+        job.name,
+        job.output.join(job.name),
+        "failed",
+        error=message,
+        config_hash=job.config_hash,
+        seed=job.seed,
+    )
+    return Outcome(record)
+
+
+class _Progress:
+    """done / failed / remaining / images per minute, on a tqdm bar (ETA included)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar = tqdm(
+            total=total,
+            desc="restore",
+            unit="img",
+            file=sys.stderr,
+            disable=not enabled,
+            dynamic_ncols=True,
+        )
+        self.start, self.failed = time.perf_counter(), 0
+
+    def advance(self, record: Record) -> None:
+        self.failed += record.status == "failed"
+        self.bar.update(1)
+        minutes = (time.perf_counter() - self.start) / 60
+        self.bar.set_postfix(
+            failed=self.failed,
+            remaining=self.bar.total - self.bar.n,
+            per_min=f"{self.bar.n / max(minutes, 1e-9):.2f}",
+        )
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_jobs(ray, jobs: list[Job], options: RestoreOptions, on_outcome) -> None:
+    """Submit every job as a Ray task, at most ``max_in_flight`` at once, and hand each
+    outcome to ``on_outcome`` as it arrives."""
+    gpus = _gpus(ray, options.gpus_per_task)
+    threads = max(1, int(options.cpus_per_task))
+    if gpus == 0 and options.config.optim.device == "auto":
+        optim = dataclasses.replace(options.config.optim, device="cpu")
+        jobs = [dataclasses.replace(j, config=j.config.replace(optim=optim)) for j in jobs]
+    jobs = [dataclasses.replace(j, threads=threads) for j in jobs]
+    task = ray.remote(process).options(
+        num_cpus=options.cpus_per_task,
+        num_gpus=gpus,
+        max_retries=options.max_retries,
+        retry_exceptions=[StorageError],
+    )
+    limit = options.max_in_flight or max(1, int(ray.cluster_resources().get("CPU", 1) * 2))
+    queue, pending = list(jobs), {}
+    while queue or pending:
+        while queue and len(pending) < limit:
+            job = queue.pop(0)
+            pending[task.remote(job)] = job
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_SECONDS)
+        for ref in ready:
+            job = pending.pop(ref)
+            try:
+                outcome = ray.get(ref, timeout=60)
+            except Exception as err:  # retries exhausted, worker lost, storage down
+                outcome = _failed_outcome(job, err)
+            on_outcome(job, outcome)
+
+
+def restore(options: RestoreOptions) -> BatchSummary:
+    """Restore every image under ``options.input`` into ``options.output``."""
+    start = time.perf_counter()
+    source = open_storage(options.input, options.s3_endpoint_url)
+    target = open_storage(options.output, options.s3_endpoint_url)
+    refuse_nested(source, target)
+    done = read_manifest(target)
+    jobs, skipped = plan(options, source, target, done)
+    summary = BatchSummary()
+    experiment = options.experiment or f"knitwork-{options.task}"
+    tracker = Tracker(tracking_uri(), experiment, enabled=options.track)
+    params = flatten(options.config.to_dict()) | {
+        "task": options.task,
+        "input": source.uri,
+        "output": target.uri,
+        "preset": options.preset,
+        "seed": str(options.seed),
+        "synthetic": str(options.synthetic),
+        "code_version": _code_version(),
+    }
+    tags = {"batch": f"{Path(source.uri).name or source.uri} → {target.uri}", "kind": "batch"}
+    summary.parent_run_id = tracker.start(params, tags)
+    records = dict(done)  # the manifest keeps a skipped image's "ok" record
+    progress = _Progress(len(jobs), options.progress)
+    results: dict[str, Record] = {}
+
+    def on_outcome(job: Job, outcome: Outcome) -> None:
+        record = outcome.record
+        image_params = {
+            "image": job.name,
+            "seed": str(job.seed),
+            "height": str(outcome.size[0]),
+            "width": str(outcome.size[1]),
+        }
+        record.mlflow_run_id = tracker.log_image(job.name, image_params, outcome)
+        record.tracked = record.mlflow_run_id is not None
+        record.attempt = done[job.name].attempt + 1 if job.name in done else 1
+        records[job.name] = results[job.name] = record
+        target.write(MANIFEST_NAME, render(list(records.values())))
+        progress.advance(record)
+
+    try:
+        if jobs:
+            run_jobs(connect_ray(options.address), jobs, options, on_outcome)
+    finally:
+        progress.close()
+    order = {r.input: r for r in skipped} | results
+    summary.records = [order[n] for n in sorted(order)]
+    summary.seconds = time.perf_counter() - start
+    target.write(MANIFEST_NAME, render(list(records.values())))
+    tracker.finish(
+        aggregate(summary),
+        {MANIFEST_NAME: render(list(records.values()))},
+        failed=summary.exit_code != 0,
+    )
+    summary.tracked = tracker.enabled and summary.parent_run_id is not None
+    return summary
+
+
+def aggregate(summary: BatchSummary) -> dict[str, float]:
+    """Batch-level metrics: counts, throughput, and means of the per-image scores."""
+    ran = [r for r in summary.records if r.status != "skipped"]
+    out: dict[str, float] = {k: float(summary.count(k)) for k in ("ok", "failed", "skipped")}
+    if ran and summary.seconds > 0:
+        out["images_per_minute"] = len(ran) / (summary.seconds / 60)
+    for key in ("psnr", "ssim", "psnr_hole", "ssim_hole", "reference_psnr", "seconds"):
+        values = [
+            r.metrics[key]
+            for r in summary.records
+            if r.status in ("ok", "skipped") and r.metrics.get(key) is not None
+        ]
+        if values:
+            out[f"mean_{key}"] = statistics.fmean(values)
+    return out
+
+
+def summary_table(summary: BatchSummary) -> str:
+    """A plain-text table: one row per image, then the totals."""
+    rows = [f"{'image':30s} {'status':8s} {'psnr':>7s} {'hole':>7s} {'seconds':>8s}  error"]
+    for r in summary.records:
+        psnr, hole = r.metrics.get("psnr"), r.metrics.get("psnr_hole")
+        rows.append(
+            f"{r.input[:30]:30s} {r.status:8s} {_num(psnr):>7s} {_num(hole):>7s} "
+            f"{r.seconds:8.1f}  {(r.error or '').splitlines()[0] if r.error else ''}"
+        )
+    means = aggregate(summary)
+    rows.append(
+        f"{summary.count('ok')} ok, {summary.count('failed')} failed, "
+        f"{summary.count('skipped')} skipped in {summary.seconds:.1f} s"
+        + (f"; mean PSNR {means['mean_psnr']:.2f} dB" if "mean_psnr" in means else "")
+    )
+    return "\n".join(rows)
+
+
+def _num(value) -> str:
+    return "–" if value is None else f"{value:.2f}"

@@ -1,0 +1,221 @@
+"""Where images live: a local folder or ``s3://bucket/prefix``, addressed by URI.
+
+This module is the only place that builds boto3 clients. ``open_storage(uri)`` returns an
+object that lists images by extension (recursively, hidden files skipped), reads and writes
+by relative name, and never lets a name escape its root. Local writes are atomic (temporary
+file, then rename); an S3 PUT is atomic by nature. Storage objects pickle into Ray workers and
+build their client there.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+
+
+class StorageError(OSError):
+    """A storage problem, named by URI, with what to do about it."""
+
+
+def safe_name(name: str) -> str:
+    """A relative POSIX name that cannot escape its root (no '..', no absolute path)."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or not path.parts or any(p in ("..", "") for p in path.parts):
+        raise StorageError(f"{name!r}: not a safe relative name (absolute or contains '..')")
+    normal = posixpath.normpath(str(path))
+    if normal.startswith("../") or normal in (".", ".."):
+        raise StorageError(f"{name!r}: not a safe relative name")
+    return normal
+
+
+def _is_listed(name: str) -> bool:
+    parts = PurePosixPath(name).parts
+    hidden = any(p.startswith(".") for p in parts)
+    return not hidden and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+@dataclass
+class LocalStorage:
+    root: Path
+
+    @property
+    def uri(self) -> str:
+        return str(self.root)
+
+    def join(self, name: str) -> str:
+        return str(self.root / safe_name(name))
+
+    def list_images(self) -> list[str]:
+        if not self.root.exists():
+            raise StorageError(f"{self.root}: no such folder")
+        if not self.root.is_dir():
+            raise StorageError(f"{self.root}: not a folder")
+        names = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            rel = Path(dirpath).relative_to(self.root)
+            names += [(rel / f).as_posix() for f in filenames]
+        return sorted(n for n in names if _is_listed(n))
+
+    def exists(self, name: str) -> bool:
+        return (self.root / safe_name(name)).is_file()
+
+    def read(self, name: str) -> bytes:
+        path = self.root / safe_name(name)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise StorageError(f"{path}: no such file") from None
+        except OSError as err:
+            raise StorageError(f"{path}: cannot read ({err.strerror})") from None
+
+    def write(self, name: str, data: bytes) -> None:
+        from knitwork.io import atomic_file
+
+        with atomic_file(self.root / safe_name(name)) as handle:
+            handle.write(data)
+
+    def local_path(self, name: str) -> Path:
+        return self.root / safe_name(name)
+
+
+@dataclass
+class S3Storage:
+    bucket: str
+    prefix: str
+    endpoint_url: str | None = None
+    _client: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_client"] = None  # clients do not pickle: each process builds its own
+        return state
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = s3_client(self.endpoint_url)
+        return self._client
+
+    def key(self, name: str) -> str:
+        return posixpath.join(self.prefix, safe_name(name)) if self.prefix else safe_name(name)
+
+    def join(self, name: str) -> str:
+        return f"s3://{self.bucket}/{self.key(name)}"
+
+    def list_images(self) -> list[str]:
+        names = []
+        start = f"{self.prefix}/" if self.prefix else ""
+        with s3_errors(self.uri, self.endpoint_url):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=start
+            )
+            for page in pages:
+                names += [obj["Key"][len(start) :] for obj in page.get("Contents", [])]
+        return sorted(n for n in names if n and _is_listed(n))
+
+    def exists(self, name: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            with s3_errors(self.join(name), self.endpoint_url, missing_ok=True):
+                self.client.head_object(Bucket=self.bucket, Key=self.key(name))
+        except ClientError:
+            return False
+        return True
+
+    def read(self, name: str) -> bytes:
+        with s3_errors(self.join(name), self.endpoint_url):
+            response = self.client.get_object(Bucket=self.bucket, Key=self.key(name))
+            return response["Body"].read()
+
+    def write(self, name: str, data: bytes) -> None:
+        with s3_errors(self.join(name), self.endpoint_url):
+            self.client.put_object(Bucket=self.bucket, Key=self.key(name), Body=data)
+
+
+Storage = LocalStorage | S3Storage
+
+
+def open_storage(uri: str, endpoint_url: str | None = None) -> Storage:
+    """Storage for a local path or ``s3://bucket/prefix``. The S3 endpoint comes from
+    ``endpoint_url``, else ``AWS_ENDPOINT_URL``, else AWS; credentials from boto3's chain."""
+    if uri.startswith("s3://"):
+        bucket, _, prefix = uri[len("s3://") :].partition("/")
+        if not bucket:
+            raise StorageError(f"{uri}: no bucket name (expected s3://bucket/prefix)")
+        endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+        return S3Storage(bucket, prefix.strip("/"), endpoint)
+    if "://" in uri:
+        raise StorageError(f"{uri}: unsupported scheme; use a local path or s3://bucket/prefix")
+    return LocalStorage(Path(uri).expanduser().resolve())
+
+
+def s3_client(endpoint_url: str | None = None):
+    """A boto3 S3 client with standard retries and bounded timeouts."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"max_attempts": 5, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=60,
+        s3={"addressing_style": "path"},
+    )
+    return boto3.client("s3", endpoint_url=endpoint_url, config=config)
+
+
+class s3_errors:
+    """Turn botocore errors into StorageErrors that name the URI and say what to do."""
+
+    def __init__(self, uri: str, endpoint: str | None, missing_ok: bool = False) -> None:
+        self.uri, self.endpoint, self.missing_ok = uri, endpoint, missing_ok
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, err, tb) -> bool:
+        if err is None:
+            return False
+        from botocore.exceptions import (
+            ClientError,
+            EndpointConnectionError,
+            NoCredentialsError,
+        )
+
+        where = self.endpoint or "AWS"
+        if isinstance(err, EndpointConnectionError):
+            raise StorageError(
+                f"{self.uri}: cannot reach the S3 endpoint {where}: check --s3-endpoint-url / "
+                "AWS_ENDPOINT_URL and that the server is up"
+            ) from None
+        if isinstance(err, NoCredentialsError):
+            raise StorageError(
+                f"{self.uri}: no S3 credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+                "or a profile"
+            ) from None
+        if isinstance(err, ClientError):
+            code = err.response.get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchKey", "NotFound") and self.missing_ok:
+                return False
+            raise StorageError(_client_error_message(self.uri, code, where)) from None
+        return False
+
+
+def _client_error_message(uri: str, code: str, where: str) -> str:
+    if code == "NoSuchBucket":
+        return f"{uri}: the bucket does not exist on {where}: create it or fix the URI"
+    if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        return f"{uri}: access denied ({code}) by {where}: check the credentials and policy"
+    if code in ("NoSuchKey", "404", "NotFound"):
+        return f"{uri}: no such object"
+    return f"{uri}: S3 error {code} from {where}"

@@ -1,0 +1,137 @@
+"""MLflow records of a batch: one parent run per batch, one child run per image.
+
+The driver is the only writer, from what workers return: no tracking store is hammered by
+concurrent workers, and a tracking failure never costs a restoration. When the store cannot be
+reached the tracker warns once, switches itself off, and the manifest says so.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+LOG_BATCH = 500  # metrics per log_batch call (MLflow accepts up to 1000)
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dicts → ``a.b.c`` keys with string values (MLflow params)."""
+    flat: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat |= flatten(value, f"{name}.")
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+class Tracker:
+    """Parent and child runs through ``MlflowClient``; every call degrades to a warning."""
+
+    def __init__(self, uri: str, experiment: str, enabled: bool = True) -> None:
+        self.uri, self.experiment = uri, experiment
+        self.enabled = enabled
+        self.parent_id: str | None = None
+        self.experiment_id: str | None = None
+        self.problem: str | None = None
+        self._client = None
+
+    def _fail(self, what: str, err: Exception) -> None:
+        self.problem = f"{what}: {type(err).__name__}: {str(err).splitlines()[0][:300]}"
+        warnings.warn(
+            f"MLflow tracking at {self.uri} failed ({self.problem}); restorations and the "
+            "manifest are still written, but this batch is not recorded in MLflow",
+            stacklevel=2,
+        )
+        self.enabled = False
+
+    def start(self, params: dict[str, str], tags: dict[str, str]) -> str | None:
+        if not self.enabled:
+            return None
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        try:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.uri)
+            found = self._client.get_experiment_by_name(self.experiment)
+            self.experiment_id = (
+                found.experiment_id if found else self._client.create_experiment(self.experiment)
+            )
+            run = self._client.create_run(self.experiment_id, tags=tags, run_name=tags.get("batch"))
+            self.parent_id = run.info.run_id
+            self._log_params(self.parent_id, params)
+        except Exception as err:  # the store is down or misconfigured: never fatal
+            self._fail("starting the batch run", err)
+            return None
+        return self.parent_id
+
+    def _log_params(self, run_id: str, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self._client.log_batch(run_id, params=items[i : i + 100])
+
+    def _log_metrics(self, run_id: str, history: list[dict[str, float]], final: dict) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(f"loss/{k}" if k != "psnr" else "train/psnr", v, now, int(entry["step"]))
+            for entry in history
+            for k, v in entry.items()
+            if k != "step"
+        ]
+        metrics += [
+            Metric(k, float(v), now, 0)
+            for k, v in final.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        ]
+        for i in range(0, len(metrics), LOG_BATCH):
+            self._client.log_batch(run_id, metrics=metrics[i : i + LOG_BATCH])
+
+    def log_image(self, name: str, params: dict[str, str], outcome) -> str | None:
+        """A child run for one image: params, loss history, final metrics, artifacts."""
+        if not self.enabled:
+            return None
+        try:
+            tags = {"mlflow.parentRunId": self.parent_id, "image": name}
+            run = self._client.create_run(self.experiment_id, tags=tags, run_name=name)
+            run_id = run.info.run_id
+            self._log_params(run_id, params)
+            self._log_metrics(run_id, outcome.history, outcome.record.metrics)
+            self._log_files(run_id, outcome.artifacts)
+            status = "FINISHED" if outcome.record.status == "ok" else "FAILED"
+            self._client.set_terminated(run_id, status)
+        except Exception as err:
+            self._fail(f"recording {name}", err)
+            return None
+        return run_id
+
+    def _log_files(self, run_id: str, files: dict[str, bytes]) -> None:
+        if not files:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, data in files.items():
+                (Path(tmp) / name).write_bytes(data)
+            self._client.log_artifacts(run_id, tmp)
+
+    def finish(self, metrics: dict[str, float], files: dict[str, bytes], failed: bool) -> None:
+        if not self.enabled or self.parent_id is None:
+            return
+        try:
+            self._log_metrics(self.parent_id, [], metrics)
+            self._log_files(self.parent_id, files)
+            self._client.set_terminated(self.parent_id, "FAILED" if failed else "FINISHED")
+        except Exception as err:
+            self._fail("finishing the batch run", err)

@@ -1,0 +1,182 @@
+"""Batch restoration end to end: real Ray, real MLflow, S3 on moto's server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from knitwork.io import load_image
+from knitwork.presets import get_preset
+from pipeline.driver import RestoreOptions, restore
+from pipeline.manifest import MANIFEST_NAME
+from pipeline.storage import open_storage
+from tests.conftest import shrink
+from tests.pipeline.conftest import write_images
+
+
+def options(source, target, steps=3, **changes) -> RestoreOptions:
+    config = shrink(get_preset("fast-inpaint"), steps=steps)
+    base = dict(
+        input=str(source),
+        output=str(target),
+        task="inpaint",
+        config=config,
+        preset="fast-inpaint",
+        synthetic=True,
+        fill_ratio=0.02,
+        progress=False,
+        experiment="tests",
+    )
+    return RestoreOptions(**(base | changes))
+
+
+def manifest(target) -> list[dict]:
+    text = open_storage(str(target)).read(MANIFEST_NAME).decode()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def child_runs(uri: str, parent: str):
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("tests")
+    runs = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'"
+    )
+    return client, runs
+
+
+def test_local_batch_writes_outputs_manifest_and_mlflow_runs(ray_cluster, tracking, tmp_path):
+    names = write_images(tmp_path / "in")
+    summary = restore(options(tmp_path / "in", tmp_path / "out"))
+    assert summary.exit_code == 0 and summary.count("ok") == 4
+    for name in names:
+        assert load_image(tmp_path / "out" / name).pixels.shape == (24, 24, 3)
+    records = manifest(tmp_path / "out")
+    assert sorted(r["input"] for r in records) == sorted(names)
+    assert all(r["status"] == "ok" and r["tracked"] and r["metrics"]["psnr"] > 0 for r in records)
+    assert len({r["seed"] for r in records}) == 4  # one seed per image
+    client, runs = child_runs(tracking, summary.parent_run_id)
+    assert sorted(r.data.tags["image"] for r in runs) == sorted(names)
+    run = runs[0]
+    assert {"psnr", "ssim", "psnr_hole", "seconds"} <= set(run.data.metrics)
+    assert "loss/total" in run.data.metrics and run.data.params["seed"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"restored.png", "side_by_side.png", "model.pt"} <= artifacts
+    parent = client.get_run(summary.parent_run_id)
+    assert parent.data.params["model.patches.size"] == "3"
+    assert parent.data.metrics["ok"] == 4 and "mean_psnr" in parent.data.metrics
+    assert MANIFEST_NAME in {a.path for a in client.list_artifacts(summary.parent_run_id)}
+
+
+def test_s3_to_s3_batch(ray_cluster, tracking, bucket, tmp_path):
+    names = write_images(tmp_path / "in")
+    source = open_storage(f"s3://{bucket}/clean")
+    for name in names:
+        source.write(name, (tmp_path / "in" / name).read_bytes())
+    summary = restore(options(f"s3://{bucket}/clean", f"s3://{bucket}/restored"))
+    assert summary.exit_code == 0 and summary.count("ok") == 4
+    target = open_storage(f"s3://{bucket}/restored")
+    assert target.list_images() == sorted(names)
+    assert len(manifest(f"s3://{bucket}/restored")) == 4
+
+
+def test_a_corrupt_image_fails_alone_and_a_rerun_fits_nothing_new(ray_cluster, tracking, tmp_path):
+    write_images(tmp_path / "in")
+    (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    first = restore(options(tmp_path / "in", tmp_path / "out"))
+    assert first.exit_code == 1 and first.count("ok") == 4 and first.count("failed") == 1
+    broken = next(r for r in first.records if r.input == "broken.png")
+    assert "broken.png" in broken.error and "ImageError" in broken.error
+    assert not (tmp_path / "out" / "broken.png").exists()
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*.png")}
+    second = restore(options(tmp_path / "in", tmp_path / "out"))
+    assert second.count("skipped") == 4 and second.count("failed") == 1  # broken is retried
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*.png")} == stamps
+    _, runs = child_runs(tracking, second.parent_run_id)
+    assert [r.data.tags["image"] for r in runs] == ["broken.png"]
+    third = restore(options(tmp_path / "in", tmp_path / "out", steps=4))  # new config: redo
+    assert third.count("ok") == 4
+
+
+def _ray_task_pids(function: str = "process") -> list[int]:
+    """PIDs of Ray workers now running ``function`` (Ray titles them ray::<function>)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode()
+            except OSError:
+                continue
+            if title.startswith(f"ray::{function}"):
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_a_killed_worker_is_retried_and_its_image_written_once(ray_cluster, tracking, tmp_path):
+    names = write_images(tmp_path / "in")
+    result = {}
+    opts = options(tmp_path / "in", tmp_path / "out", steps=300, max_in_flight=1)
+    thread = threading.Thread(target=lambda: result.setdefault("summary", restore(opts)))
+    thread.start()
+    killed, deadline = None, time.time() + 120
+    while killed is None and time.time() < deadline and thread.is_alive():
+        pids = _ray_task_pids()
+        if pids:
+            time.sleep(0.5)  # let it get into the fit
+            os.kill(pids[0], signal.SIGKILL)
+            killed = pids[0]
+        time.sleep(0.1)
+    thread.join(timeout=300)
+    assert killed is not None, "no running task was found to kill"
+    summary = result["summary"]
+    assert summary.count("ok") == 4 and summary.exit_code == 0
+    records = manifest(tmp_path / "out")
+    assert sorted(r["input"] for r in records) == sorted(names)  # one record per image
+    outputs = sorted(
+        p.relative_to(tmp_path / "out").as_posix()
+        for p in (tmp_path / "out").rglob("*")
+        if p.is_file()
+    )
+    assert outputs == sorted([*names, MANIFEST_NAME])  # no duplicates, no temporary files
+
+
+def test_tracking_server_stopped_before_the_batch(ray_cluster, s3_endpoint, tmp_path, monkeypatch):
+    from tests.pipeline.conftest import start_mlflow_server, stop
+
+    (tmp_path / "server").mkdir()
+    url, proc = start_mlflow_server(tmp_path / "server")
+    stop(proc)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    names = write_images(tmp_path / "in")
+    with pytest.warns(UserWarning, match="not recorded in MLflow"):
+        summary = restore(options(tmp_path / "in", tmp_path / "out"))
+    assert summary.count("ok") == 4 and not summary.tracked and summary.parent_run_id is None
+    records = manifest(tmp_path / "out")
+    assert len(records) == 4 and not any(r["tracked"] for r in records)
+    assert all((tmp_path / "out" / n).exists() for n in names)
+
+
+def test_mlflow_server_with_artifacts_on_s3(ray_cluster, mlflow_server, tmp_path, monkeypatch):
+    from pipeline.storage import s3_client
+
+    url, _ = mlflow_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    write_images(tmp_path / "in", names=("x.png", "y.png"))
+    summary = restore(options(tmp_path / "in", tmp_path / "out"))
+    assert summary.tracked and summary.count("ok") == 2
+    client, runs = child_runs(url, summary.parent_run_id)
+    assert len(runs) == 2
+    assert "restored.png" in {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+    keys = [
+        o["Key"]
+        for o in s3_client(os.environ["AWS_ENDPOINT_URL"]).list_objects_v2(
+            Bucket="mlflow-artifacts", Prefix="mlflow/"
+        )["Contents"]
+    ]
+    assert any(k.endswith("restored.png") for k in keys)

@@ -1,0 +1,86 @@
+"""Storage by URI: local folders and S3 (moto's server on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.driver import refuse_nested
+from pipeline.storage import LocalStorage, S3Storage, StorageError, open_storage, safe_name
+
+
+def test_local_listing_is_recursive_by_extension_and_skips_hidden(tmp_path):
+    for name in (
+        "a.png",
+        "sub/b.JPG",
+        "sub/deep/c.webp",
+        ".hidden.png",
+        ".cache/d.png",
+        "notes.txt",
+        "_manifest.jsonl",
+    ):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert open_storage(str(tmp_path)).list_images() == ["a.png", "sub/b.JPG", "sub/deep/c.webp"]
+
+
+@pytest.mark.parametrize("name", ["../x.png", "/etc/passwd", "a/../../x.png", "a/../b.png", ""])
+def test_names_cannot_escape_the_root(name):
+    with pytest.raises(StorageError, match="not a safe relative name"):
+        safe_name(name)
+
+
+def test_local_write_is_atomic_and_creates_folders(tmp_path):
+    store = LocalStorage(tmp_path)
+    store.write("x/y/z.png", b"data")
+    assert (tmp_path / "x/y/z.png").read_bytes() == b"data"
+    assert [p.name for p in (tmp_path / "x/y").iterdir()] == ["z.png"]  # no temp file left
+
+
+def test_missing_local_folder_is_named(tmp_path):
+    with pytest.raises(StorageError, match=r"nowhere: no such folder"):
+        open_storage(str(tmp_path / "nowhere")).list_images()
+
+
+def test_s3_round_trip_and_listing(bucket, s3_endpoint):
+    store = open_storage(f"s3://{bucket}/in/")
+    assert isinstance(store, S3Storage) and store.endpoint_url == s3_endpoint
+    for name in ("a.png", "sub/b.tif", ".hidden/c.png", "notes.txt"):
+        store.write(name, name.encode())
+    assert store.list_images() == ["a.png", "sub/b.tif"]
+    assert store.read("sub/b.tif") == b"sub/b.tif"
+    assert store.exists("a.png") and not store.exists("zzz.png")
+    assert store.join("a.png") == f"s3://{bucket}/in/a.png"
+
+
+def test_s3_missing_bucket_says_so(s3_endpoint):
+    with pytest.raises(StorageError, match=r"s3://no-such-bucket-here.*bucket does not exist"):
+        open_storage("s3://no-such-bucket-here/x").list_images()
+
+
+def test_s3_unreachable_endpoint_says_what_to_check():
+    from tests.pipeline.conftest import free_port
+
+    store = open_storage("s3://bucket/x", endpoint_url=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(StorageError, match=r"cannot reach the S3 endpoint.*--s3-endpoint-url"):
+        store.list_images()
+
+
+@pytest.mark.parametrize(
+    "source, target, nested",
+    [
+        ("/data/in", "/data/in/out", True),
+        ("/data/in", "/data/in", True),
+        ("/data/in", "/data/out", False),
+        ("s3://b/in", "s3://b/in/out", True),
+        ("s3://b/in", "s3://b/input2", False),
+        ("s3://b", "s3://b/out", True),
+        ("s3://b/in", "s3://c/in/out", False),
+    ],
+)
+def test_output_inside_input_is_refused(source, target, nested):
+    src, dst = open_storage(source), open_storage(target)
+    if nested:
+        with pytest.raises(StorageError, match="outputs would be read back as inputs"):
+            refuse_nested(src, dst)
+    else:
+        refuse_nested(src, dst)
