@@ -26,8 +26,9 @@ lint: setup
 test: lint  ## lint, then the whole test suite (pytest's "no tests" exit 5 counts as a pass)
 	$(BIN)/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
 
-bench: setup  ## CPU benchmark of the core: writes docs/benchmarks/core.md
+bench: setup  ## CPU benchmarks: writes docs/benchmarks/core.md and pipeline.md
 	$(BIN)/python benchmarks/core.py
+	$(BIN)/python benchmarks/restore.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

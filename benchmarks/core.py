@@ -14,7 +14,6 @@ fp32 matmul's GFLOP/s measured in the same run.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import describe
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -129,9 +129,7 @@ def write_report(args, rows, costs, peak, names) -> None:
         "",
         f"Command: `python benchmarks/core.py --images {args.images} --max-side {args.max_side}"
         f" --steps-scale {args.steps_scale}` (or `make bench`)  ",
-        f"Machine: {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-        f"Python {platform.python_version()}; run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.  ",
+        f"Machine: {describe()}; run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.  ",
         f"Images: Set5 ({', '.join(names)}) **downscaled to a longest side of "
         f"{args.max_side} px** (Lanczos), so these numbers are not comparable with the paper's "
         "full-size tables; the full reproduction is docs/benchmarks/quality.md's job.  ",

@@ -2,9 +2,10 @@
 
 A record says what happened to one input: ``input`` (relative name), ``output`` (URI),
 ``status`` (ok / failed / skipped), ``error``, ``metrics``, ``seconds``, ``config_hash``,
-``seed``, ``mlflow_run_id`` and ``tracked`` (False when MLflow could not record it). The newest
-record of a name wins, so a rerun appends instead of rewriting history, and the file is
-rewritten atomically after every image.
+``seed``, ``mlflow_run_id``, ``tracked`` (False when MLflow could not record it), ``attempt``
+(how many times the image has been run), ``worker`` (host:pid) and ``worker_peak_rss_mb``.
+The file holds the latest record of every image ever run into OUTPUT and is rewritten
+atomically after each image, so an interrupted batch loses nothing that finished.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class Record:
     mlflow_run_id: str | None = None
     tracked: bool = False
     attempt: int = 1
+    worker: str = ""  # host:pid of the process that ran the fit
+    worker_peak_rss_mb: float | None = None  # that process's peak resident memory so far
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, allow_nan=False, default=str)

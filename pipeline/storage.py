@@ -19,7 +19,11 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 
 
 class StorageError(OSError):
-    """A storage problem, named by URI, with what to do about it."""
+    """A storage problem, named by URI, with what to do about it (may be transient)."""
+
+
+class NotFound(StorageError):
+    """The file or object does not exist: not transient, never worth a retry."""
 
 
 def safe_name(name: str) -> str:
@@ -70,7 +74,7 @@ class LocalStorage:
         try:
             return path.read_bytes()
         except FileNotFoundError:
-            raise StorageError(f"{path}: no such file") from None
+            raise NotFound(f"{path}: no such file") from None
         except OSError as err:
             raise StorageError(f"{path}: cannot read ({err.strerror})") from None
 
@@ -205,8 +209,10 @@ class s3_errors:
             ) from None
         if isinstance(err, ClientError):
             code = err.response.get("Error", {}).get("Code", "")
-            if code in ("404", "NoSuchKey", "NotFound") and self.missing_ok:
-                return False
+            if code in ("404", "NoSuchKey", "NotFound"):
+                if self.missing_ok:
+                    return False
+                raise NotFound(f"{self.uri}: no such object") from None
             raise StorageError(_client_error_message(self.uri, code, where)) from None
         return False
 
@@ -216,6 +222,4 @@ def _client_error_message(uri: str, code: str, where: str) -> str:
         return f"{uri}: the bucket does not exist on {where}: create it or fix the URI"
     if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
         return f"{uri}: access denied ({code}) by {where}: check the credentials and policy"
-    if code in ("NoSuchKey", "404", "NotFound"):
-        return f"{uri}: no such object"
     return f"{uri}: S3 error {code} from {where}"

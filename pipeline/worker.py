@@ -8,6 +8,8 @@ from what it returns, so one process writes to the tracking store.
 from __future__ import annotations
 
 import os
+import resource
+import socket
 import tempfile
 import time
 import traceback
@@ -22,7 +24,7 @@ from knitwork.fit import fit
 from knitwork.report import fit_metrics, side_by_side
 from knitwork.tasks import degrade, observe
 from pipeline.manifest import Record
-from pipeline.storage import Storage, StorageError
+from pipeline.storage import NotFound, Storage, StorageError
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,14 @@ def _model_bytes(result) -> bytes:
             return handle.read()
 
 
+def _failed(record: Record, err: Exception, start: float) -> Outcome:
+    record.error = f"{type(err).__name__}: {err}"
+    if not isinstance(err, ValueError | OSError):
+        record.error += "\n" + traceback.format_exc(limit=3)
+    record.seconds = time.perf_counter() - start
+    return Outcome(record)
+
+
 def process(job: Job) -> Outcome:
     """Restore one image. Bad inputs and failed fits come back as a failed record; storage
     errors propagate so that Ray can retry the task."""
@@ -129,7 +139,12 @@ def process(job: Job) -> Outcome:
         torch.set_num_threads(job.threads)
     start = time.perf_counter()
     base = Record(
-        job.name, job.output.join(job.name), "failed", config_hash=job.config_hash, seed=job.seed
+        job.name,
+        job.output.join(job.name),
+        "failed",
+        config_hash=job.config_hash,
+        seed=job.seed,
+        worker=f"{socket.gethostname()}:{os.getpid()}",
     )
     try:
         loaded = decode(job.input.read(job.name), job.input.join(job.name), job.max_pixels)
@@ -138,15 +153,14 @@ def process(job: Job) -> Outcome:
         c = obs.image.shape[2]
         depth = 16 if loaded.bit_depth == 16 and c == 1 else 8
         job.output.write(job.name, encode(result.image, job.name, depth))
+    except NotFound as err:
+        return _failed(base, err, start)
     except StorageError:
-        raise
+        raise  # transient (endpoint down, throttled): Ray retries the task
     except Exception as err:  # one image's failure is recorded, never fatal to the batch
-        base.error = f"{type(err).__name__}: {err}"
-        base.seconds = time.perf_counter() - start
-        if not isinstance(err, ValueError):
-            base.error += "\n" + traceback.format_exc(limit=3)
-        return Outcome(base)
+        return _failed(base, err, start)
     base.status = "ok"
+    base.worker_peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     base.metrics = fit_metrics(result, obs, truth)
     base.seconds = time.perf_counter() - start
     panels = [obs.image, result.image] + ([truth] if truth is not None else [])

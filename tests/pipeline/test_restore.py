@@ -180,3 +180,49 @@ def test_mlflow_server_with_artifacts_on_s3(ray_cluster, mlflow_server, tmp_path
         )["Contents"]
     ]
     assert any(k.endswith("restored.png") for k in keys)
+
+
+def test_masks_tree_and_ground_truth_scoring(ray_cluster, tracking, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from knitwork.tasks import add_noise
+
+    names = write_images(tmp_path / "clean", names=("p.png", "q/r.png"))
+    for name in names:  # real (not synthetic) inputs: noisy copies, scored against the clean
+        clean = np.asarray(Image.open(tmp_path / "clean" / name), dtype=np.float32) / 255
+        (tmp_path / "noisy" / name).parent.mkdir(parents=True, exist_ok=True)
+        noisy = (add_noise(clean, 25, seed=0) * 255).round().astype(np.uint8)
+        Image.fromarray(noisy).save(tmp_path / "noisy" / name)
+    denoise = shrink(get_preset("fast-denoise"), steps=3)
+    summary = restore(
+        options(
+            tmp_path / "noisy",
+            tmp_path / "den",
+            task="denoise",
+            config=denoise,
+            synthetic=False,
+            ground_truth=str(tmp_path / "clean"),
+        )
+    )
+    assert summary.count("ok") == 2
+    assert all(r.metrics["psnr"] > 10 and r.metrics["psnr_hole"] is None for r in summary.records)
+    for name in names:  # masks with the same relative names: a white square is the hole
+        mask = np.zeros((24, 24), np.uint8)
+        mask[8:14, 8:14] = 255
+        (tmp_path / "masks" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(mask).save(tmp_path / "masks" / name)
+    summary = restore(
+        options(
+            tmp_path / "noisy", tmp_path / "inp", synthetic=False, masks=str(tmp_path / "masks")
+        )
+    )
+    assert summary.count("ok") == 2
+    (tmp_path / "masks" / "p.png").unlink()
+    summary = restore(
+        options(
+            tmp_path / "noisy", tmp_path / "inp2", synthetic=False, masks=str(tmp_path / "masks")
+        )
+    )
+    failed = [r for r in summary.records if r.status == "failed"]
+    assert [r.input for r in failed] == ["p.png"] and "no such file" in failed[0].error
