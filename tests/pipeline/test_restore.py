@@ -102,6 +102,24 @@ def test_a_corrupt_image_fails_alone_and_a_rerun_fits_nothing_new(ray_cluster, t
     assert [r.data.tags["image"] for r in runs] == ["broken.png"]
     third = restore(options(tmp_path / "in", tmp_path / "out", steps=4))  # new config: redo
     assert third.count("ok") == 4
+    fourth = restore(options(tmp_path / "in", tmp_path / "out", steps=4, overwrite=True))
+    assert fourth.count("ok") == 4 and fourth.count("skipped") == 0
+    attempts = {r["input"]: r["attempt"] for r in manifest(tmp_path / "out")}
+    assert attempts["a.png"] == 3 and attempts["broken.png"] == 4
+
+
+def test_gpus_asked_on_a_cpu_cluster_run_on_cpus_and_inputs_stay_untouched(
+    ray_cluster, tracking, tmp_path, capsys
+):
+    import hashlib
+
+    names = write_images(tmp_path / "in", names=("g.png", "h.png"))
+    digest = {n: hashlib.sha256((tmp_path / "in" / n).read_bytes()).hexdigest() for n in names}
+    summary = restore(options(tmp_path / "in", tmp_path / "out", gpus_per_task=0.25))
+    assert summary.count("ok") == 2  # not pending forever
+    assert "the cluster has 0 GPUs: running on CPUs" in capsys.readouterr().err
+    after = {n: hashlib.sha256((tmp_path / "in" / n).read_bytes()).hexdigest() for n in names}
+    assert after == digest and sorted(p.name for p in (tmp_path / "in").iterdir()) == names
 
 
 def _ray_task_pids(function: str = "process") -> list[int]:
