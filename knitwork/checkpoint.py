@@ -14,6 +14,7 @@ import torch
 from knitwork.config import Config
 from knitwork.fit import FitResult
 from knitwork.io import atomic_file
+from knitwork.kernels import LearnedDownsampler
 from knitwork.model import Knitwork
 
 FORMAT = "knitwork-model"
@@ -31,6 +32,7 @@ def save_model(result: FitResult, path: str | os.PathLike[str]) -> None:
         "task": result.task,
         "height": result.image.shape[0],
         "width": result.image.shape[1],
+        "scale": result.scale,
         "state": result.model.state_dict(),
     }
     with atomic_file(path) as handle:
@@ -53,8 +55,13 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Knitwork, Config, dict]:
     state = payload["state"]
     has_d = any(key.startswith("discriminator.") for key in state)
     model = Knitwork(config.model, payload["channels"], payload["seed"], discriminator=has_d)
+    scale = payload.get("scale", 1)
+    if any(key.startswith("downsampler.") for key in state):
+        m = config.model
+        model.downsampler = LearnedDownsampler(m.kernel_layers, m.kernel_width, scale)
     model.load_state_dict(state)
     meta = {k: payload[k] for k in ("task", "seed", "height", "width", "channels")}
+    meta["scale"] = scale
     return model.eval(), config, meta
 
 

@@ -1,7 +1,7 @@
 """The ``knitwork`` command: thin argument parsing around the core.
 
-knitwork fit IMAGE --task inpaint|denoise -o OUT.png   restore one image
-knitwork restore INPUT OUTPUT --task inpaint|denoise    restore a folder or s3:// prefix on Ray
+knitwork fit IMAGE --task inpaint|denoise|sr -o OUT.png   restore one image
+knitwork restore INPUT OUTPUT --task inpaint|denoise|sr    a folder or s3:// prefix on Ray
 knitwork render MODEL.pt -o OUT.png --size WxH          redraw a saved model at any size
 knitwork presets [show NAME]                            list presets or print one as YAML
 """
@@ -21,8 +21,8 @@ from knitwork.config import TASKS, Config, as_baseline
 from knitwork.fit import NonFiniteLossError, fit
 from knitwork.presets import PRESETS, default_preset, get_preset, load_preset_file, to_yaml
 from knitwork.progress import progress_callback
-from knitwork.report import fit_metrics, side_by_side
-from knitwork.tasks import Observation, degrade, observe
+from knitwork.report import comparison, fit_metrics, learned_kernel, save_kernel
+from knitwork.tasks import Observation, degrade, observe, sr_observation
 from pipeline.cli import add_restore
 
 _FIT_HELP = """\
@@ -31,14 +31,19 @@ Fit one Neural Knitwork to IMAGE and write the restored image to OUT.
 Inpainting needs to know the hole: --mask M (white = hole, black = known), or transparent pixels
 of IMAGE's alpha channel, or --synthetic (cut a seeded square hole of --fill-ratio from a clean
 IMAGE). Denoising restores IMAGE as it is, or with --synthetic first adds seeded Gaussian noise
-of --sigma (0-255 scale) to a clean IMAGE. With --synthetic the result is scored against IMAGE
-(PSNR/SSIM on the whole image and on the hole; see docs/metrics.md).
+of --sigma (0-255 scale) to a clean IMAGE. Super-resolution (--task sr) enlarges IMAGE
+--scale times, with a known --kernel (delta, gaussian:SIGMA, gaussian:SX,SY,THETA, FILE.npy) or
+a learned one (blind, the default); with --synthetic, IMAGE is the clean high-resolution image,
+cropped to a multiple of --scale and downsampled by --degrade-kernel. With --synthetic the
+result is scored against IMAGE (PSNR/SSIM on the whole image and on the hole; see
+docs/metrics.md).
 
 examples:
   knitwork fit photo.png --task inpaint --mask hole.png -o restored.png
   knitwork fit examples/images/butterfly.png --task inpaint --synthetic --fill-ratio 0.04 \\
       --metrics-json metrics.json -o out/butterfly.png
   knitwork fit noisy.png --task denoise --preset paper-denoise -o clean.png
+  knitwork fit small.png --task sr --scale 4 --save-kernel kernel.npy -o big.png
 """
 
 
@@ -55,6 +60,18 @@ def add_fit_options(p: argparse.ArgumentParser, clean: str) -> None:
     p.add_argument("--synthetic", action="store_true", help=f"{clean} is clean: degrade, score")
     p.add_argument("--fill-ratio", type=float, default=0.02, help="synthetic hole area [0.02]")
     p.add_argument("--sigma", type=float, default=25.0, help="synthetic noise std, 0-255 [25]")
+    p.add_argument("--scale", type=int, default=2, help="sr: integer upscaling factor [2]")
+    p.add_argument(
+        "--kernel",
+        default="learned",
+        help="sr: the downsampling kernel: learned (blind), delta, gaussian:SIGMA, "
+        "gaussian:SX,SY,THETA (degrees) or FILE.npy [learned]",
+    )
+    p.add_argument(
+        "--degrade-kernel",
+        help="sr with --synthetic: the kernel that makes the LR input "
+        "[--kernel's, or delta when learning]",
+    )
     p.add_argument(
         "--max-pixels",
         type=int,
@@ -77,6 +94,7 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics-json", help="write metrics, timing and size to this JSON file")
     p.add_argument("--save-model", help="write the fitted model here (.pt; see `render`)")
     p.add_argument("--save-input", help="write the degraded input here (with --synthetic)")
+    p.add_argument("--save-kernel", help="sr: write the learned kernel (.npy, and a .png)")
     p.add_argument("--side-by-side", help="write input | restored [| ground truth] as one PNG")
     p.add_argument(
         "--raw-output",
@@ -137,6 +155,11 @@ def build_observation(args: argparse.Namespace) -> tuple[Observation, np.ndarray
     """The observation, the ground truth (with --synthetic) and the input's bit depth."""
     loaded = kio.load_image(args.image, max_pixels=args.max_pixels)
     pixels, shape = loaded.pixels, loaded.pixels.shape[:2]
+    if args.task == "sr":
+        obs, truth = sr_observation(
+            pixels, args.scale, args.kernel, args.synthetic, args.seed, args.degrade_kernel
+        )
+        return obs, truth, loaded.bit_depth
     known = kio.load_mask(args.mask, shape, max_pixels=args.max_pixels) if args.mask else None
     if args.task == "inpaint" and known is None and loaded.alpha is not None:
         known = kio.known_from_alpha(loaded)
@@ -182,8 +205,10 @@ def run_fit(args: argparse.Namespace) -> int:
     if args.save_input:
         kio.save_image(args.save_input, obs.image)
     if args.side_by_side:
-        panels = [obs.image, result.image] + ([truth] if truth is not None else [])
-        kio.save_image(args.side_by_side, side_by_side(*panels))
+        kio.save_image(args.side_by_side, comparison(obs, result, truth))
+    kernel = learned_kernel(result)
+    if args.save_kernel and kernel is not None:
+        save_kernel(args.save_kernel, kernel)
     if args.metrics_json:
         with kio.atomic_file(args.metrics_json) as handle:
             handle.write(json.dumps(metrics, indent=2).encode("utf-8"))

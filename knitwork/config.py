@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-TASKS = ("inpaint", "denoise")
+TASKS = ("inpaint", "denoise", "sr")
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ class ModelConfig:
     reconstructor_residual: bool = False  # add the net's output to the centre element's logit,
     # last layer zero-initialised: starts as "take the centre pixel" and learns corrections
     discriminator_hidden: tuple[int, ...] = (256, 256, 128, 64, 32, 16)  # LeakyReLU(0.2) layers
+    kernel_layers: tuple[int, ...] = (7, 5, 3, 1, 1, 1)  # SR learned kernel: conv sizes (KernelGAN)
+    kernel_width: int = 64  # SR learned kernel: channels of the deep linear conv stack
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class LossConfig:
     beta: float = 1.0  # weight of the reconstructed-pixel loss (eq. 3)
     gamma: float = 1e-3  # weight of the generator's GAN loss; 0 switches the discriminator off
     pixel: str = "l1"  # pixel loss: "l1" (paper) or "mse" (authors' code)
+    kernel_sum: float = 1.0  # SR, learned kernel: weight of the (Σk − 1)² penalty
     label_smoothing: float = 0.1  # one-sided: real patches get the label 1 − this (paper: 0.1)
     alpha_ramp: str = "none"  # "none", or "sigmoid": α·sigmoid((step − mid) / width)
     alpha_ramp_mid: int = 1000  # step at which the sigmoid ramp reaches α/2 (authors: 1000)
@@ -133,7 +136,7 @@ def validate(config: Config) -> None:
         raise ValueError("model.encoding.features, model.hidden ≥ 1 and model.layers ≥ 2 needed")
     if m.reconstructor != "none" and m.reconstructor_depth < 1:
         raise ValueError("model.reconstructor_depth must be ≥ 1")
-    for name in ("alpha", "beta", "gamma", "label_smoothing"):
+    for name in ("alpha", "beta", "gamma", "label_smoothing", "kernel_sum"):
         if getattr(lo, name) < 0:
             raise ValueError(f"loss.{name} must be ≥ 0; got {getattr(lo, name)}")
     if lo.label_smoothing >= 1:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from knitwork.config import Config
+from knitwork.kernels import LearnedDownsampler, downsample, lr_coordinates
 from knitwork.losses import Targets, discriminator_loss, generator_losses
 from knitwork.metrics import psnr
 from knitwork.model import Knitwork, count_parameters, pixel_grid
@@ -39,6 +40,7 @@ class FitResult:
     seed: int
     seconds: float  # wall-clock time of the optimisation loop
     history: list[dict[str, float]] = field(default_factory=list)
+    scale: int = 1  # super-resolution factor (the result is scale × the input's size)
 
     @property
     def steps(self) -> int:
@@ -86,6 +88,24 @@ def build_targets(observation: Observation, model: Knitwork, device: torch.devic
     )
 
 
+def build_sr_targets(observation: Observation, model: Knitwork, device: torch.device) -> Targets:
+    """Super-resolution: the field lives on the HR grid; the discriminator's real patches are
+    the LR image's own stacks, and the LR image is what the downsampled output must match."""
+    patches = model.config.patches
+    low = torch.from_numpy(observation.image).to(device).permute(2, 0, 1).contiguous()
+    h, w = observation.image.shape[:2]
+    big_h, big_w = observation.output_shape
+    stacks, _ = patch_stack(low, None, patches)
+    real = stacks[in_image(h, w, patches, device).flatten(1).all(dim=1)].flatten(1)
+    full = in_image(big_h, big_w, patches, device).flatten(1).all(dim=1)
+    if model.discriminator is not None and len(real) == 0:
+        raise ValueError(
+            f"no {describe(patches)} patch stack fits inside this {w}×{h} low-resolution image, "
+            "so the discriminator has no real patches: use smaller patch scales or loss.gamma: 0"
+        )
+    return Targets(None, None, None, None, real, full, big_h, big_w, low_res=low)
+
+
 def _check_finite(step: int, terms: dict[str, torch.Tensor]) -> None:
     if not torch.isfinite(terms["total"]):
         values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
@@ -104,11 +124,25 @@ class Trainer:
         torch.manual_seed(seed)
         channels = observation.image.shape[2]
         gan = config.loss.gamma > 0
-        self.model = Knitwork(config.model, channels, seed, discriminator=gan).to(self.device)
-        self.targets = build_targets(observation, self.model, self.device)
-        h, w = observation.known.shape
+        self.model = Knitwork(config.model, channels, seed, discriminator=gan)
+        self.downsample = None
+        self.super_resolve = observation.task == "sr" and config.model.method == "knitwork"
+        if self.super_resolve:
+            self.downsample = self._downsampler(observation)
+        self.model.to(self.device)
+        if self.super_resolve:
+            self.targets = build_sr_targets(observation, self.model, self.device)
+            coords = pixel_grid(*observation.output_shape, self.device)
+        else:  # every other task, and the MLP baseline for SR: fit the observed pixels
+            self.targets = build_targets(observation, self.model, self.device)
+            h, w = observation.known.shape
+            coords = (
+                lr_coordinates(h, w, observation.scale).to(self.device)
+                if observation.task == "sr"
+                else pixel_grid(h, w, self.device)
+            )
         with torch.no_grad():
-            self.features = self.model.encoding(pixel_grid(h, w, self.device))
+            self.features = self.model.encoding(coords)
         self.opt_g = torch.optim.Adam(self.model.generator_parameters(), lr=config.optim.lr)
         self.opt_d = (
             torch.optim.Adam(self.model.discriminator.parameters(), lr=config.optim.d_lr)
@@ -119,6 +153,17 @@ class Trainer:
         self.autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
         )
+
+    def _downsampler(self, observation: Observation):
+        """The known kernel as a fixed operator, or a learned one the model carries."""
+        if observation.kernel is not None:
+            kernel = torch.from_numpy(observation.kernel).to(self.device)
+            return lambda image: downsample(image, kernel, observation.scale)
+        m = self.config.model
+        self.model.downsampler = LearnedDownsampler(
+            m.kernel_layers, m.kernel_width, observation.scale
+        )
+        return self.model.downsampler
 
     def field(self) -> torch.Tensor:
         with self.autocast:
@@ -148,7 +193,11 @@ class Trainer:
             self.config.loss,
             self.config.model.patches,
             step,
+            self.downsample,
         )
+        if isinstance(self.downsample, LearnedDownsampler) and self.config.loss.kernel_sum > 0:
+            terms["kernel"] = self.downsample.sum_penalty()
+            terms["total"] = terms["total"] + self.config.loss.kernel_sum * terms["kernel"]
         _check_finite(step, terms)
         self.opt_g.zero_grad(set_to_none=True)
         terms["total"].backward()
@@ -190,7 +239,8 @@ def fit(
     ``keep_known`` pastes the observed pixels into the result; ``FitResult.raw`` never does.
     """
     trainer = Trainer(observation, config, seed)
-    h, w, c = observation.image.shape
+    c = observation.image.shape[2]
+    h, w = observation.output_shape
     history: list[dict[str, float]] = []
     steps, every = config.optim.steps, config.optim.log_every
     start = time.perf_counter()
@@ -199,7 +249,7 @@ def fit(
         done = step + 1
         if done % every == 0 or done == steps:
             entry = {"step": float(done), **{k: float(v.detach()) for k, v in terms.items()}}
-            if ground_truth is not None and pixels is not None:
+            if ground_truth is not None and pixels is not None and len(pixels) == h * w:
                 current = pixels.clamp(0, 1).view(h, w, c).cpu().numpy()
                 entry["psnr"] = psnr(current, ground_truth)
             history.append(entry)
@@ -211,7 +261,9 @@ def fit(
     image = raw.copy()
     if keep_known and observation.task == "inpaint":
         image[observation.known] = observation.image[observation.known]
-    return FitResult(image, raw, model, config, observation.task, seed, seconds, history)
+    return FitResult(
+        image, raw, model, config, observation.task, seed, seconds, history, observation.scale
+    )
 
 
 def finite_or_none(value: float | None) -> float | None:

@@ -10,6 +10,7 @@ convert their weights accordingly (see ``knitwork.presets``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -81,14 +82,24 @@ def alpha_at(step: int, config: LossConfig) -> float:
 class Targets:
     """Everything a fit compares against, built once from the observation."""
 
-    stacks: torch.Tensor  # (N, C, S, P, P) observed patch stacks (zeros where unknown)
-    stack_known: torch.Tensor  # (N, S, P, P) which stack elements are observed
-    colours: torch.Tensor  # (N, C) observed pixel colours
-    pixel_known: torch.Tensor  # (N,) which pixels are observed
+    stacks: torch.Tensor | None  # (N, C, S, P, P) observed stacks (zeros where unknown); SR: None
+    stack_known: torch.Tensor | None  # (N, S, P, P) which stack elements are observed
+    colours: torch.Tensor | None  # (N, C) observed pixel colours; SR: None
+    pixel_known: torch.Tensor | None  # (N,) which pixels are observed
     real: torch.Tensor  # (R, C·S·P·P) fully observed stacks: the discriminator's real set
     full: torch.Tensor  # (N,) stacks lying wholly inside the image: the fakes it is shown
-    height: int
+    height: int  # of the grid the field is predicted on (SR: the high-resolution grid)
     width: int
+    low_res: torch.Tensor | None = None  # SR: (C, h, w) the observed low-resolution image
+
+
+def downsampling_loss(
+    pixels: torch.Tensor, targets: Targets, downsample: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """SR: mean squared error between the downsampled prediction and the observed LR image
+    (a plain mean; the authors' code multiplies it by the image height)."""
+    image = pixels.T.reshape(-1, targets.height, targets.width)
+    return ((downsample(image) - targets.low_res) ** 2).mean()
 
 
 def generator_losses(
@@ -99,15 +110,23 @@ def generator_losses(
     config: LossConfig,
     patches: PatchConfig,
     step: int,
+    downsample: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Eq. 4 as named terms; ``total`` = recon + α·consistency + β·pixel + γ·gan."""
-    terms = {"recon": patch_reconstruction_loss(field, targets.stacks, targets.stack_known)}
-    total = terms["recon"]
+    """Eq. 4 as named terms; ``total`` = recon + α·consistency + β·pixel + γ·gan. In SR there is
+    no recon term and the β term is the downsampling loss ``down``."""
+    terms: dict[str, torch.Tensor] = {}
+    total = torch.zeros((), device=field.device)
+    if targets.stacks is not None:
+        terms["recon"] = patch_reconstruction_loss(field, targets.stacks, targets.stack_known)
+        total = total + terms["recon"]
     alpha = alpha_at(step, config)
     if config.alpha > 0:
         terms["consistency"] = consistency_loss(field, targets.height, targets.width, patches)
         total = total + alpha * terms["consistency"]
-    if config.beta > 0 and pixels is not None:
+    if config.beta > 0 and pixels is not None and targets.low_res is not None:
+        terms["down"] = downsampling_loss(pixels, targets, downsample)
+        total = total + config.beta * terms["down"]
+    elif config.beta > 0 and pixels is not None:
         terms["pixel"] = pixel_loss(pixels, targets.colours, targets.pixel_known, config.pixel)
         total = total + config.beta * terms["pixel"]
     if config.gamma > 0 and fake_logits is not None:

@@ -125,11 +125,14 @@ class Knitwork(nn.Module):
             None if config.reconstructor == "none" else Reconstructor(config, channels)
         )
         self.discriminator = Discriminator(config, channels) if discriminator else None
+        self.downsampler: nn.Module | None = None  # SR with a learned kernel sets it
 
     def generator_parameters(self) -> list[nn.Parameter]:
         params = list(self.patch_mlp.parameters())
         if self.reconstructor is not None:
             params += list(self.reconstructor.parameters())
+        if self.downsampler is not None:
+            params += list(self.downsampler.parameters())
         return params
 
     def pixels(self, field: torch.Tensor) -> torch.Tensor:

@@ -86,11 +86,28 @@ _FAST_DENOISE = Config(
     optim=OptimConfig(steps=300, lr=1e-3, d_lr=1e-3, log_every=10),
 )
 
+# The authors' SR notebook: 3×3 patches at scales 1, 2, 4, consistency 1e-2 on a sum of 27
+# per-offset means (our mean: 0.27), non-saturating GAN 1e-2, the downsampling MSE times the
+# image height (≈ 100 here), alternating D/G steps. Divided by 100 (Adam does not see it):
+_PAPER_SR = Config(
+    model=ModelConfig(patches=PatchConfig(size=3, scales=(1, 2, 4)), reconstructor="linear"),
+    loss=LossConfig(alpha=2.7e-3, beta=1.0, gamma=1e-4, pixel="l1", kernel_sum=1.0),
+    optim=OptimConfig(steps=4000, lr=1e-3, d_lr=1e-3, schedule="alternate", log_every=50),
+)
+
+_FAST_SR = Config(
+    model=_FAST_MODEL,
+    loss=LossConfig(alpha=1.0, beta=1.0, gamma=1e-3, pixel="l1", kernel_sum=1.0),
+    optim=OptimConfig(steps=500, lr=1e-3, d_lr=1e-3, log_every=10),
+)
+
 PRESETS: dict[str, Config] = {
     "paper-inpaint": _PAPER_INPAINT,
     "paper-denoise": _PAPER_DENOISE,
     "fast-inpaint": _FAST_INPAINT,
     "fast-denoise": _FAST_DENOISE,
+    "paper-sr": _PAPER_SR,
+    "fast-sr": _FAST_SR,
 }
 
 

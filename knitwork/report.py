@@ -26,10 +26,38 @@ def fit_metrics(result: FitResult, obs: Observation, truth: np.ndarray | None) -
         "task": obs.task,
         "method": result.config.model.method,
         "seed": result.seed,
-        "height": obs.image.shape[0],
-        "width": obs.image.shape[1],
+        "height": result.image.shape[0],
+        "width": result.image.shape[1],
     }
+    if obs.task == "sr":
+        out["scale"] = obs.scale
+        out["kernel"] = "known" if obs.kernel is not None else "learned"
     return out
+
+
+def comparison(obs: Observation, result: FitResult, truth: np.ndarray | None) -> np.ndarray:
+    """input | restored [| ground truth], the input enlarged (nearest) for super-resolution."""
+    shown = obs.image
+    if obs.scale > 1:
+        shown = np.repeat(np.repeat(shown, obs.scale, axis=0), obs.scale, axis=1)
+    return side_by_side(shown, result.image, *([truth] if truth is not None else []))
+
+
+def learned_kernel(result: FitResult) -> np.ndarray | None:
+    """The composed kernel a super-resolution fit learned, or None."""
+    downsampler = result.model.downsampler
+    if downsampler is None:
+        return None
+    import torch
+
+    with torch.no_grad():
+        return downsampler.kernel().cpu().numpy()
+
+
+def kernel_picture(kernel: np.ndarray, zoom: int = 12) -> np.ndarray:
+    """A kernel as a grey picture (max → white, negative weights clipped), each tap zoom×zoom."""
+    k = np.clip(kernel / max(float(kernel.max()), 1e-12), 0, 1)
+    return np.repeat(np.repeat(k, zoom, axis=0), zoom, axis=1)[:, :, None].astype(np.float32)
 
 
 def side_by_side(*images: np.ndarray, gap: int = 4) -> np.ndarray:
@@ -40,3 +68,15 @@ def side_by_side(*images: np.ndarray, gap: int = 4) -> np.ndarray:
     for im in rgb[1:]:
         row += [spacer, im]
     return np.concatenate(row, axis=1)
+
+
+def save_kernel(path: str, kernel: np.ndarray) -> None:
+    """``path`` as .npy (the exact kernel) and, beside it, a .png picture of it."""
+    from pathlib import Path
+
+    from knitwork.io import atomic_file, save_image
+
+    target = Path(path).with_suffix(".npy")
+    with atomic_file(target) as handle:
+        np.save(handle, kernel.astype(np.float32))
+    save_image(target.with_suffix(".png"), kernel_picture(kernel))

@@ -7,6 +7,7 @@ Both use the same fit loop; only the mask and the targets differ.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,11 +15,13 @@ import numpy as np
 from knitwork.config import TASKS
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Observation:
-    task: str  # "inpaint" or "denoise"
+    task: str  # "inpaint", "denoise" or "sr"
     image: np.ndarray  # (H, W, C) float32 in [0, 1]; values inside the hole are ignored
     known: np.ndarray  # (H, W) bool: True where the pixel was observed
+    scale: int = 1  # sr: the upscaling factor; the result is (scale·H, scale·W)
+    kernel: np.ndarray | None = None  # sr: the known downsampling kernel; None = learn it
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -32,20 +35,39 @@ class Observation:
             )
         if not self.known.any():
             raise ValueError("the mask leaves no known pixel: there is nothing to learn from")
+        if (self.task == "sr") != (self.scale > 1) or int(self.scale) != self.scale:
+            raise ValueError(f"super-resolution needs an integer scale ≥ 2; got {self.scale}")
+
+    @property
+    def output_shape(self) -> tuple[int, int]:
+        """(height, width) of the restored image."""
+        return self.image.shape[0] * self.scale, self.image.shape[1] * self.scale
 
     @property
     def hole(self) -> np.ndarray:
         return ~self.known
 
 
-def observe(task: str, image: np.ndarray, known: np.ndarray | None = None) -> Observation:
+def observe(
+    task: str,
+    image: np.ndarray,
+    known: np.ndarray | None = None,
+    scale: int = 1,
+    kernel: np.ndarray | None = None,
+) -> Observation:
     """An observation of a real (not synthetic) input; ``known`` None means every pixel."""
     image = np.asarray(image, dtype=np.float32)
     if image.ndim == 2:
         image = image[:, :, None]
     if known is None:
         known = np.ones(image.shape[:2], dtype=bool)
-    return Observation(task, image, np.asarray(known, dtype=bool))
+    return Observation(task, image, np.asarray(known, dtype=bool), scale, kernel)
+
+
+def crop_to_scale(image: np.ndarray, scale: int) -> np.ndarray:
+    """The largest top-left crop whose sides are multiples of ``scale`` (the SR ground truth)."""
+    h, w = (image.shape[0] // scale) * scale, (image.shape[1] // scale) * scale
+    return np.ascontiguousarray(image[:h, :w])
 
 
 def rectangular_hole(
@@ -80,10 +102,27 @@ def add_noise(image: np.ndarray, sigma: float, seed: int) -> np.ndarray:
 
 
 def degrade(
-    task: str, clean: np.ndarray, seed: int, fill_ratio: float = 0.02, sigma: float = 25.0
+    task: str,
+    clean: np.ndarray,
+    seed: int,
+    fill_ratio: float = 0.02,
+    sigma: float = 25.0,
+    scale: int = 2,
+    kernel: np.ndarray | None = None,
+    blind: bool = True,
 ) -> Observation:
-    """The task's seeded degradation of a clean image (evaluation mode, ``--synthetic``)."""
+    """The task's seeded degradation of a clean image (evaluation mode, ``--synthetic``).
+
+    For ``sr`` the clean image is cropped to a multiple of ``scale`` (``crop_to_scale`` gives
+    that ground truth) and downsampled with ``kernel`` (None: plain subsampling); ``blind``
+    hides the kernel from the fit, which then learns one."""
     clean = np.asarray(clean, dtype=np.float32)
+    if task == "sr":
+        from knitwork.kernels import degrade_sr, delta_kernel
+
+        true_kernel = delta_kernel() if kernel is None else kernel
+        _, low = degrade_sr(clean, scale, true_kernel)
+        return observe("sr", low, scale=scale, kernel=None if blind else true_kernel)
     if task == "inpaint":
         known, _ = rectangular_hole(clean.shape[0], clean.shape[1], fill_ratio, seed)
         return Observation(task, clean * known[:, :, None], known)
@@ -92,9 +131,35 @@ def degrade(
     raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
 
 
+def sr_observation(
+    pixels: np.ndarray,
+    scale: int,
+    kernel: str = "learned",
+    synthetic: bool = False,
+    seed: int = 0,
+    degrade_kernel: str | None = None,
+) -> tuple[Observation, np.ndarray | None]:
+    """A super-resolution observation from kernel specs (see ``kernels.parse_kernel``), and
+    its ground truth in synthetic mode: ``pixels`` is then the clean HR image, degraded with
+    ``degrade_kernel`` (default: ``kernel``, or delta when the kernel is learned)."""
+    from knitwork.kernels import parse_kernel
+
+    known = parse_kernel(kernel)
+    if not synthetic:
+        return observe("sr", pixels, scale=scale, kernel=known), None
+    spec = degrade_kernel or (kernel if kernel != "learned" else "delta")
+    obs = degrade("sr", pixels, seed, scale=scale, kernel=parse_kernel(spec))
+    return dataclasses.replace(obs, kernel=known), crop_to_scale(pixels, scale)
+
+
 def naive_restoration(observation: Observation) -> np.ndarray:
     """The answer a user gets for free: the hole filled with the mean known colour (inpainting),
-    or the noisy input itself (denoising). Its PSNR is ``reference_psnr``."""
+    the noisy input itself (denoising), or bicubic upsampling (super-resolution). Its PSNR is
+    ``reference_psnr``."""
+    if observation.task == "sr":
+        from knitwork.kernels import bicubic_upsample
+
+        return bicubic_upsample(observation.image, observation.scale)
     image = observation.image.copy()
     if observation.task == "inpaint":
         image[observation.hole] = observation.image[observation.known].mean(axis=0)

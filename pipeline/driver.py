@@ -43,6 +43,9 @@ class RestoreOptions:
     synthetic: bool = False
     fill_ratio: float = 0.02
     sigma: float = 25.0
+    scale: int = 2
+    kernel: str = "learned"
+    degrade_kernel: str | None = None
     overwrite: bool = False
     address: str | None = None
     cpus_per_task: float = 1.0
@@ -103,6 +106,9 @@ def _hash_payload(options: RestoreOptions) -> dict:
         "fill_ratio": options.fill_ratio if options.synthetic else None,
         "sigma": options.sigma if options.synthetic else None,
         "masks": options.masks,
+        "sr": (options.scale, options.kernel, options.degrade_kernel)
+        if options.task == "sr"
+        else None,
     }
 
 
@@ -184,21 +190,12 @@ def plan(options: RestoreOptions, source: Storage, target: Storage, done: dict[s
             continue
         jobs.append(
             Job(
-                name,
-                source,
-                target,
-                options.task,
-                options.config,
-                image_seed(options.seed, name),
-                digest,
-                masks,
-                truth,
-                options.synthetic,
-                options.fill_ratio,
-                options.sigma,
-                options.max_pixels,
+                name, source, target, options.task, options.config,
+                image_seed(options.seed, name), digest, masks, truth, options.synthetic,
+                options.fill_ratio, options.sigma, options.scale, options.kernel,
+                options.degrade_kernel, options.max_pixels,
             )
-        )
+        )  # fmt: skip
     return jobs, skipped
 
 

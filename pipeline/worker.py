@@ -7,6 +7,7 @@ from what it returns, so one process writes to the tracking store.
 
 from __future__ import annotations
 
+import io
 import os
 import resource
 import socket
@@ -21,8 +22,8 @@ import numpy as np
 from knitwork import io as kio
 from knitwork.config import Config
 from knitwork.fit import fit
-from knitwork.report import fit_metrics, side_by_side
-from knitwork.tasks import degrade, observe
+from knitwork.report import comparison, fit_metrics, kernel_picture, learned_kernel
+from knitwork.tasks import degrade, observe, sr_observation
 from pipeline.manifest import Record
 from pipeline.storage import NotFound, Storage, StorageError
 
@@ -41,6 +42,9 @@ class Job:
     synthetic: bool = False
     fill_ratio: float = 0.02
     sigma: float = 25.0
+    scale: int = 2  # sr
+    kernel: str = "learned"  # sr: kernel spec (knitwork.kernels.parse_kernel)
+    degrade_kernel: str | None = None  # sr with synthetic: the degradation's kernel spec
     max_pixels: int = kio.DEFAULT_MAX_PIXELS
     threads: int | None = None  # torch threads; None: leave torch's default
 
@@ -80,6 +84,11 @@ def encode(pixels: np.ndarray, name: str, bit_depth: int = 8) -> bytes:
 
 def _observation(job: Job, loaded: kio.LoadedImage):
     pixels = loaded.pixels
+    if job.task == "sr":
+        obs, truth = sr_observation(
+            pixels, job.scale, job.kernel, job.synthetic, job.seed, job.degrade_kernel
+        )
+        return obs, truth if truth is not None else _ground_truth(job, obs.output_shape)
     known = None
     if job.task == "inpaint" and job.masks is not None:
         known = _mask(job, pixels.shape[:2])
@@ -95,14 +104,21 @@ def _observation(job: Job, loaded: kio.LoadedImage):
             "inpainting needs to know the hole",
             "Give a --masks tree with the same names, an alpha channel, or use --synthetic",
         )
-    truth = None
-    if job.ground_truth is not None:
-        truth = decode(
-            job.ground_truth.read(job.name), job.ground_truth.join(job.name), job.max_pixels
-        ).pixels
-        if truth.shape != pixels.shape:
-            raise kio.ImageError(job.ground_truth.join(job.name), "size differs from the input")
-    return observe(job.task, pixels, known), truth
+    return observe(job.task, pixels, known), _ground_truth(job, pixels.shape[:2])
+
+
+def _ground_truth(job: Job, shape: tuple[int, int]) -> np.ndarray | None:
+    if job.ground_truth is None:
+        return None
+    uri = job.ground_truth.join(job.name)
+    truth = decode(job.ground_truth.read(job.name), uri, job.max_pixels).pixels
+    if truth.shape[:2] != shape:
+        raise kio.ImageError(
+            uri,
+            f"size {truth.shape[1]}×{truth.shape[0]} differs from the "
+            f"result's {shape[1]}×{shape[0]}",
+        )
+    return truth
 
 
 def _mask(job: Job, shape: tuple[int, int]) -> np.ndarray:
@@ -163,10 +179,15 @@ def process(job: Job) -> Outcome:
     base.worker_peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     base.metrics = fit_metrics(result, obs, truth)
     base.seconds = time.perf_counter() - start
-    panels = [obs.image, result.image] + ([truth] if truth is not None else [])
     artifacts = {
         "restored.png": encode(result.image, "x.png"),
-        "side_by_side.png": encode(side_by_side(*panels), "x.png"),
+        "side_by_side.png": encode(comparison(obs, result, truth), "x.png"),
         "model.pt": _model_bytes(result),
     }
+    kernel = learned_kernel(result)
+    if kernel is not None:
+        artifacts["kernel.png"] = encode(kernel_picture(kernel), "x.png")
+        buffer = io.BytesIO()
+        np.save(buffer, kernel)
+        artifacts["kernel.npy"] = buffer.getvalue()
     return Outcome(base, result.history, artifacts, obs.image.shape[:2])

@@ -159,3 +159,42 @@ def test_sixteen_bit_grey_image_is_restored_as_sixteen_bit_grey(tmp_path):
     assert result.returncode == 0, result.stderr
     loaded = load_image(out)
     assert loaded.pixels.shape == (32, 32, 1) and loaded.bit_depth == 16
+
+
+def test_blind_super_resolution_saves_its_kernel(clean_png, tmp_path):
+    metrics, out = tmp_path / "sr.json", tmp_path / "big.png"
+    result = run(
+        "fit",
+        clean_png,
+        "--task",
+        "sr",
+        "--scale",
+        "2",
+        "--synthetic",
+        "--degrade-kernel",
+        "gaussian:1.0",
+        "--steps",
+        "3",
+        "--quiet",
+        "-o",
+        out,
+        "--metrics-json",
+        metrics,
+        "--save-kernel",
+        tmp_path / "k.npy",
+        "--side-by-side",
+        tmp_path / "sbs.png",
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(metrics.read_text())
+    assert data["scale"] == 2 and data["kernel"] == "learned" and data["psnr_hole"] is None
+    assert isinstance(data["psnr"], float) and isinstance(data["reference_psnr"], float)
+    assert load_image(out).pixels.shape == (32, 32, 3)  # the clean image's size
+    kernel = np.load(tmp_path / "k.npy")
+    assert kernel.shape == (13, 13) and load_image(tmp_path / "k.png").pixels.shape[0] == 13 * 12
+    assert load_image(tmp_path / "sbs.png").pixels.shape == (32, 3 * 32 + 8, 3)
+
+
+def test_bad_kernel_spec_is_a_clear_error(clean_png, tmp_path):
+    result = run("fit", clean_png, "--task", "sr", "--kernel", "box", "-o", tmp_path / "o.png")
+    assert result.returncode == 2 and "kernel 'box'" in result.stderr

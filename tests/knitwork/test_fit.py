@@ -42,7 +42,7 @@ def test_tiny_denoising_fit_beats_the_noisy_input(tiny):
 @pytest.mark.parametrize("baseline", [False, True])
 def test_every_preset_runs_on_a_shrunken_budget(name, baseline):
     size = {"paper-inpaint": 96, "fast-inpaint": 32}.get(name, 24)  # 5×5 at scale 8: 33 px
-    task = "inpaint" if "inpaint" in name else "denoise"
+    task = name.split("-")[1]
     config = shrink(get_preset(name), steps=2)
     if baseline:
         config = as_baseline(config)
@@ -57,9 +57,16 @@ def test_every_preset_runs_on_a_shrunken_budget(name, baseline):
     assert result.image.shape == (size, size, 3)
     assert result.image.min() >= 0 and result.image.max() <= 1
     assert all(math.isfinite(v) for _, m in seen for v in m.values())
-    assert "psnr" in seen[-1][1]
-    expected = {"recon", "total"} if baseline else {"recon", "consistency", "pixel", "gan"}
+    sr_baseline = task == "sr" and baseline  # fitted on the LR grid: no HR image to score
+    assert ("psnr" in seen[-1][1]) != sr_baseline
+    if baseline:
+        expected = {"recon", "total"}
+    elif task == "sr":
+        expected = {"down", "consistency", "gan", "kernel"}
+    else:
+        expected = {"recon", "consistency", "pixel", "gan"}
     assert expected <= set(seen[-1][1])
+    assert not (task == "sr" and not baseline and "recon" in seen[-1][1])
 
 
 def test_baseline_has_the_papers_parameter_count(tiny):
@@ -101,7 +108,14 @@ def test_saved_model_reloads_and_renders_at_any_resolution(tiny, tmp_path):
     save_model(result, tmp_path / "model.pt")
     model, config, meta = load_model(tmp_path / "model.pt")
     assert config == result.config
-    assert meta == {"task": "inpaint", "seed": 5, "height": 32, "width": 32, "channels": 3}
+    assert meta == {
+        "task": "inpaint",
+        "seed": 5,
+        "height": 32,
+        "width": 32,
+        "channels": 3,
+        "scale": 1,
+    }
     np.testing.assert_allclose(render(model, 32, 32), result.raw, atol=1e-6)
     big = render(model, 64, 48)
     assert big.shape == (64, 48, 3) and big.min() >= 0 and big.max() <= 1

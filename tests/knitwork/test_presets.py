@@ -16,7 +16,14 @@ from knitwork.presets import (
 
 
 def test_registry_holds_the_four_presets():
-    assert {"paper-inpaint", "paper-denoise", "fast-inpaint", "fast-denoise"} <= set(PRESETS)
+    assert {
+        "paper-inpaint",
+        "paper-denoise",
+        "fast-inpaint",
+        "fast-denoise",
+        "paper-sr",
+        "fast-sr",
+    } <= set(PRESETS)
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
