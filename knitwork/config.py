@@ -51,6 +51,7 @@ class LossConfig:
     gamma: float = 1e-3  # weight of the generator's GAN loss; 0 switches the discriminator off
     pixel: str = "l1"  # pixel loss: "l1" (paper) or "mse" (authors' code)
     kernel_sum: float = 1.0  # SR, learned kernel: weight of the (Σk − 1)² penalty
+    kernel_spread: float = 0.0  # SR, learned kernel: weight of Σ|k|·d²/R² (compactness)
     label_smoothing: float = 0.1  # one-sided: real patches get the label 1 − this (paper: 0.1)
     alpha_ramp: str = "none"  # "none", or "sigmoid": α·sigmoid((step − mid) / width)
     alpha_ramp_mid: int = 1000  # step at which the sigmoid ramp reaches α/2 (authors: 1000)
@@ -136,7 +137,7 @@ def validate(config: Config) -> None:
         raise ValueError("model.encoding.features, model.hidden ≥ 1 and model.layers ≥ 2 needed")
     if m.reconstructor != "none" and m.reconstructor_depth < 1:
         raise ValueError("model.reconstructor_depth must be ≥ 1")
-    for name in ("alpha", "beta", "gamma", "label_smoothing", "kernel_sum"):
+    for name in ("alpha", "beta", "gamma", "label_smoothing", "kernel_sum", "kernel_spread"):
         if getattr(lo, name) < 0:
             raise ValueError(f"loss.{name} must be ≥ 0; got {getattr(lo, name)}")
     if lo.label_smoothing >= 1:

@@ -195,9 +195,15 @@ class Trainer:
             step,
             self.downsample,
         )
-        if isinstance(self.downsample, LearnedDownsampler) and self.config.loss.kernel_sum > 0:
+        if isinstance(self.downsample, LearnedDownsampler):
+            loss = self.config.loss
             terms["kernel"] = self.downsample.sum_penalty()
-            terms["total"] = terms["total"] + self.config.loss.kernel_sum * terms["kernel"]
+            terms["kernel_spread"] = self.downsample.spread_penalty()
+            terms["total"] = (
+                terms["total"]
+                + loss.kernel_sum * terms["kernel"]
+                + loss.kernel_spread * terms["kernel_spread"]
+            )
         _check_finite(step, terms)
         self.opt_g.zero_grad(set_to_none=True)
         terms["total"].backward()

@@ -168,3 +168,12 @@ class LearnedDownsampler(nn.Module):
     def sum_penalty(self) -> torch.Tensor:
         """(Σk − 1)²: the kernel should keep the image's mean brightness."""
         return (self.kernel().sum() - 1.0) ** 2
+
+    def spread_penalty(self) -> torch.Tensor:
+        """Σ|k|·d²/R²: weight far from the centre costs more (KernelGAN's boundary prior), so
+        a blind fit prefers compact kernels."""
+        k = self.kernel()
+        n = k.shape[0]
+        r = torch.arange(n, device=k.device, dtype=k.dtype) - n // 2
+        distance = (r[:, None] ** 2 + r[None, :] ** 2) / (n // 2) ** 2
+        return (k.abs() * distance).sum()

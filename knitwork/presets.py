@@ -96,8 +96,8 @@ _PAPER_SR = Config(
 )
 
 _FAST_SR = Config(
-    model=_FAST_MODEL,
-    loss=LossConfig(alpha=1.0, beta=1.0, gamma=1e-3, pixel="l1", kernel_sum=1.0),
+    model=dataclasses.replace(_FAST_MODEL, encoding=EncodingConfig(scale=5.0)),
+    loss=LossConfig(alpha=3.0, beta=1.0, gamma=1e-3, pixel="l1", kernel_sum=1.0, kernel_spread=1.0),
     optim=OptimConfig(steps=500, lr=1e-3, d_lr=1e-3, log_every=10),
 )
 
