@@ -26,8 +26,10 @@ lint: setup
 test: lint  ## lint, then the whole test suite (pytest's "no tests" exit 5 counts as a pass)
 	$(BIN)/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
 
-bench: setup  ## CPU benchmarks: writes docs/benchmarks/core.md and pipeline.md
+bench: setup  ## CPU benchmarks (about an hour): docs/benchmarks/*.md
 	$(BIN)/python benchmarks/core.py
+	$(BIN)/python benchmarks/sr.py
+	$(BIN)/python benchmarks/precision.py
 	$(BIN)/python benchmarks/restore.py
 
 clean:
