@@ -99,11 +99,6 @@ def centre_index(config: PatchConfig) -> tuple[int, int, int]:
     return 0, m, m
 
 
-def patch_extent(config: PatchConfig) -> int:
-    """Pixels a stack reaches from its centre: a full stack needs this margin on every side."""
-    return (config.size // 2) * max(config.scales)
-
-
 def stack_width(channels: int, config: PatchConfig) -> int:
     """Number of values in one flattened patch stack."""
     return channels * len(config.scales) * config.size * config.size

@@ -23,7 +23,14 @@ from knitwork import __version__
 from knitwork.config import Config
 from knitwork.io import DEFAULT_MAX_PIXELS
 from pipeline.manifest import MANIFEST_NAME, Record, config_hash, parse, render
-from pipeline.storage import LocalStorage, S3Storage, Storage, StorageError, open_storage
+from pipeline.storage import (
+    IMAGE_EXTENSIONS,
+    LocalStorage,
+    S3Storage,
+    Storage,
+    StorageError,
+    open_storage,
+)
 from pipeline.tracking import Tracker, flatten, tracking_uri
 from pipeline.worker import Job, Outcome, process
 
@@ -172,7 +179,7 @@ def plan(options: RestoreOptions, source: Storage, target: Storage, done: dict[s
     """Jobs to run, and skip records for images the manifest shows finished."""
     names = source.list_images()
     if not names:
-        raise StorageError(f"{source.uri}: no images found ({', '.join(_exts())})")
+        raise StorageError(f"{source.uri}: no images found ({', '.join(IMAGE_EXTENSIONS)})")
     digest = config_hash(_hash_payload(options))
     masks = open_storage(options.masks, options.s3_endpoint_url) if options.masks else None
     truth = (
@@ -197,12 +204,6 @@ def plan(options: RestoreOptions, source: Storage, target: Storage, done: dict[s
             )
         )  # fmt: skip
     return jobs, skipped
-
-
-def _exts() -> tuple[str, ...]:
-    from pipeline.storage import IMAGE_EXTENSIONS
-
-    return IMAGE_EXTENSIONS
 
 
 def _failed_outcome(job: Job, err: BaseException) -> Outcome:
