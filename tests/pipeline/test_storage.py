@@ -84,3 +84,37 @@ def test_output_inside_input_is_refused(source, target, nested):
             refuse_nested(src, dst)
     else:
         refuse_nested(src, dst)
+
+
+def test_s3_denied_access_says_so(s3_endpoint):
+    """A second moto server that enforces IAM: our test keys are unknown there."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from tests.pipeline.conftest import free_port
+
+    port = free_port()
+    env = os.environ | {"INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        store = open_storage("s3://locked-bucket/x", endpoint_url=f"http://127.0.0.1:{port}")
+        with pytest.raises(StorageError, match=r"s3://locked-bucket/x: access denied"):
+            store.list_images()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
