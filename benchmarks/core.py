@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from machine import describe
+from machine import describe, publish
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -183,12 +183,10 @@ def write_report(args, rows, costs, peak, names) -> None:
             f"{r['seconds']:.1f} |"
         )
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     kept = ""  # the super-resolution rows benchmarks/sr.py appended stay
     if out.exists() and SR_MARK in (old := out.read_text(encoding="utf-8")):
         kept = "\n" + SR_MARK + old.split(SR_MARK, 1)[1]
-    out.write_text("\n".join(lines) + "\n" + kept, encoding="utf-8")
-    print("\n".join(lines))
+    publish(out, lines, kept)
 
 
 if __name__ == "__main__":

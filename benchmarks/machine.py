@@ -1,4 +1,4 @@
-"""One line describing the machine a benchmark ran on."""
+"""What every benchmark shares: the line describing the machine, and publishing a table."""
 
 from __future__ import annotations
 
@@ -22,3 +22,11 @@ def describe() -> str:
         f"{cpu}, {os.cpu_count()} CPUs{gpu}, {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}, Python {platform.python_version()}"
     )
+
+
+def publish(path: str | Path, lines: list[str], tail: str = "") -> None:
+    """Write a markdown report (creating its folder) and print it."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n" + tail, encoding="utf-8")
+    print("\n".join(lines))

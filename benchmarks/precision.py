@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from core import _f, load_reduced
-from machine import describe
+from machine import describe, publish
 
 from knitwork.fit import fit
 from knitwork.metrics import evaluate
@@ -82,10 +82,7 @@ def main() -> None:
                 f"{_f(statistics.fmean(hole) if hole else None)} | {seconds:.1f} | "
                 f"×{fp32 / seconds:.2f} |"
             )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    publish(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-from machine import describe
+from machine import describe, publish
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,10 +159,7 @@ def write_report(args, results) -> None:
             f"{args.images / r['seconds'] * 3600:.0f} | {r['seconds'] / loop:.2f} | "
             f"{r['driver_peak_mb']:.0f} | {worker} |"
         )
-    out = ROOT / args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    publish(ROOT / args.out, lines)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from core import SR_MARK, _f, load_reduced
-from machine import describe
+from machine import describe, publish
 
 from knitwork.config import as_baseline
 from knitwork.fit import fit
@@ -147,11 +147,8 @@ def write_report(args, rows, names) -> None:
                     f"{_f(statistics.fmean(r['ssim'] for r in sel), 3)} | "
                     f"{statistics.fmean(r['seconds'] for r in sel):.1f} |"
                 )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
-    attach_to_core(out, lines)
+    publish(args.out, lines)
+    attach_to_core(Path(args.out), lines)
 
 
 def attach_to_core(source: Path, lines: list[str]) -> None:

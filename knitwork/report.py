@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from knitwork.fit import FitResult, finite_or_none
 from knitwork.metrics import evaluate, psnr
@@ -48,8 +49,6 @@ def learned_kernel(result: FitResult) -> np.ndarray | None:
     downsampler = result.model.downsampler
     if downsampler is None:
         return None
-    import torch
-
     with torch.no_grad():
         return downsampler.kernel().cpu().numpy()
 

@@ -328,12 +328,9 @@ def restore(options: RestoreOptions) -> BatchSummary:
     order = {r.input: r for r in skipped} | results
     summary.records = [order[n] for n in sorted(order)]
     summary.seconds = time.perf_counter() - start
-    target.write(MANIFEST_NAME, render(list(records.values())))
-    tracker.finish(
-        aggregate(summary),
-        {MANIFEST_NAME: render(list(records.values()))},
-        failed=summary.exit_code != 0,
-    )
+    manifest = render(list(records.values()))
+    target.write(MANIFEST_NAME, manifest)
+    tracker.finish(aggregate(summary), {MANIFEST_NAME: manifest}, failed=summary.exit_code != 0)
     summary.tracked = tracker.enabled and summary.parent_run_id is not None
     return summary
 
