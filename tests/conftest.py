@@ -34,3 +34,7 @@ def shrink(config: Config, steps: int = 3) -> Config:
 @pytest.fixture
 def tiny() -> np.ndarray:
     return example_image("butterfly", 32)
+
+
+# Real services (S3 on moto, a local Ray cluster, MLflow) for tests/pipeline and tests/tune.
+from tests.services import bucket, mlflow_server, ray_cluster, s3_endpoint, tracking  # noqa: E402, F401

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from tests.pipeline.conftest import write_images
+from tests.services import write_images
 
 
 def test_restore_command_end_to_end(s3_endpoint, tmp_path):

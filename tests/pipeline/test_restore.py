@@ -18,7 +18,7 @@ from pipeline.driver import RestoreOptions, restore
 from pipeline.manifest import MANIFEST_NAME
 from pipeline.storage import open_storage
 from tests.conftest import shrink
-from tests.pipeline.conftest import write_images
+from tests.services import write_images
 
 
 def options(source, target, steps=3, **changes) -> RestoreOptions:
@@ -165,7 +165,7 @@ def test_a_killed_worker_is_retried_and_its_image_written_once(ray_cluster, trac
 
 
 def test_tracking_server_stopped_before_the_batch(ray_cluster, s3_endpoint, tmp_path, monkeypatch):
-    from tests.pipeline.conftest import start_mlflow_server, stop
+    from tests.services import start_mlflow_server, stop
 
     (tmp_path / "server").mkdir()
     url, proc = start_mlflow_server(tmp_path / "server")

@@ -58,7 +58,7 @@ def test_s3_missing_bucket_says_so(s3_endpoint):
 
 
 def test_s3_unreachable_endpoint_says_what_to_check():
-    from tests.pipeline.conftest import free_port
+    from tests.services import free_port
 
     store = open_storage("s3://bucket/x", endpoint_url=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(StorageError, match=r"cannot reach the S3 endpoint.*--s3-endpoint-url"):
@@ -94,7 +94,7 @@ def test_s3_denied_access_says_so(s3_endpoint):
     import sys
     import time
 
-    from tests.pipeline.conftest import free_port
+    from tests.services import free_port
 
     port = free_port()
     env = os.environ | {"INITIAL_NO_AUTH_ACTION_COUNT": "0"}

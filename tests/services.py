@@ -1,5 +1,6 @@
-"""Real services for the pipeline tests, all on 127.0.0.1: moto's S3 server, a local Ray
-cluster (2 CPUs, loopback only) and, where asked, a real `mlflow server`."""
+"""Real services for the pipeline and tune tests, all on 127.0.0.1: moto's S3 server, a local
+Ray cluster (2 CPUs, loopback only) and, where asked, a real `mlflow server`. The fixtures are
+registered for every test folder by tests/conftest.py."""
 
 from __future__ import annotations
 

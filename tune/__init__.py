@@ -1,0 +1,1 @@
+"""Hyperparameter searches on Ray Tune and experiment comparison from MLflow."""
