@@ -4,6 +4,7 @@ knitwork fit IMAGE --task inpaint|denoise|sr -o OUT.png   restore one image
 knitwork restore INPUT OUTPUT --task inpaint|denoise|sr    a folder or s3:// prefix on Ray
 knitwork render MODEL.pt -o OUT.png --size WxH          redraw a saved model at any size
 knitwork presets [show NAME]                            list presets or print one as YAML
+knitwork bench quality --suite inpaint|denoise|sr       quality beside baselines (docs/benchmarks)
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from knitwork.presets import PRESETS, default_preset, get_preset, load_preset_fi
 from knitwork.progress import progress_callback
 from knitwork.report import comparison, fit_metrics, learned_kernel, save_kernel
 from knitwork.tasks import Observation, degrade, observe, sr_observation
-from pipeline.cli import add_restore
+from pipeline.cli import add_bench, add_restore
 
 _FIT_HELP = """\
 Fit one Neural Knitwork to IMAGE and write the restored image to OUT.
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_fit(sub)
     add_restore(sub)
+    add_bench(sub)
     _add_render(sub)
     _add_presets(sub)
     return parser

@@ -288,6 +288,20 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
     return np.floor(_checked_float(pixels) * 255.0 + 0.5).astype(np.uint8)
 
 
+def reduce_to(pixels: np.ndarray, max_side: int | None) -> np.ndarray:
+    """The image Lanczos-downscaled (via 8 bits) to a longest side of ``max_side``; unchanged
+    when it is already that small or ``max_side`` is None (the benchmarks' reduced sizes)."""
+    height, width = pixels.shape[:2]
+    if max_side is None or max(height, width) <= max_side:
+        return pixels
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    grey = pixels.shape[2] == 1
+    img = Image.fromarray(to_uint8(pixels[:, :, 0] if grey else pixels))
+    small = np.asarray(img.resize(size, Image.LANCZOS), dtype=np.float32) / 255.0
+    return small[:, :, None] if grey else small
+
+
 def _file_mode(dest: Path) -> int:
     """Permission bits for the new file: the destination's if it exists, else 0o666 & ~umask."""
     with contextlib.suppress(OSError):

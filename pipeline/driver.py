@@ -126,7 +126,7 @@ def read_manifest(target: Storage) -> dict[str, Record]:
     return parse(text, target.join(MANIFEST_NAME))
 
 
-def _code_version() -> str:
+def code_version() -> str:
     try:
         root = Path(__file__).resolve().parent.parent
         out = subprocess.run(
@@ -220,22 +220,22 @@ def _failed_outcome(job: Job, err: BaseException) -> Outcome:
     return Outcome(record)
 
 
-class _Progress:
-    """done / failed / remaining / images per minute, on a tqdm bar (ETA included)."""
+class Progress:
+    """done / failed / remaining / items per minute, on a tqdm bar (ETA included)."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(self, total: int, enabled: bool, desc: str = "restore", unit: str = "img") -> None:
         self.bar = tqdm(
             total=total,
-            desc="restore",
-            unit="img",
+            desc=desc,
+            unit=unit,
             file=sys.stderr,
             disable=not enabled,
             dynamic_ncols=True,
         )
         self.start, self.failed = time.perf_counter(), 0
 
-    def advance(self, record: Record) -> None:
-        self.failed += record.status == "failed"
+    def advance(self, failed: bool) -> None:
+        self.failed += failed
         self.bar.update(1)
         minutes = (time.perf_counter() - self.start) / 60
         self.bar.set_postfix(
@@ -248,35 +248,61 @@ class _Progress:
         self.bar.close()
 
 
-def run_jobs(ray, jobs: list[Job], options: RestoreOptions, on_outcome) -> None:
-    """Submit every job as a Ray task, at most ``max_in_flight`` at once, and hand each
-    outcome to ``on_outcome`` as it arrives."""
-    gpus = _gpus(ray, options.gpus_per_task)
-    threads = max(1, int(options.cpus_per_task))
-    if gpus == 0 and options.config.optim.device == "auto":
-        optim = dataclasses.replace(options.config.optim, device="cpu")
-        jobs = [dataclasses.replace(j, config=j.config.replace(optim=optim)) for j in jobs]
-    jobs = [dataclasses.replace(j, threads=threads) for j in jobs]
-    task = ray.remote(process).options(
-        num_cpus=options.cpus_per_task,
-        num_gpus=gpus,
-        max_retries=options.max_retries,
-        retry_exceptions=[StorageError],
-    )
-    limit = options.max_in_flight or max(1, int(ray.cluster_resources().get("CPU", 1) * 2))
-    queue, pending = list(jobs), {}
+def submit_all(ray, remote, items: list, limit: int, on_done) -> None:
+    """Run ``remote`` (a Ray remote function) on every item, at most ``limit`` in flight, and
+    hand ``on_done(item, result, error)`` each result as it arrives (``error`` is the
+    exception when the task failed for good: retries exhausted, worker lost)."""
+    queue, pending = list(items), {}
     while queue or pending:
         while queue and len(pending) < limit:
-            job = queue.pop(0)
-            pending[task.remote(job)] = job
+            item = queue.pop(0)
+            pending[remote.remote(item)] = item
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_SECONDS)
         for ref in ready:
-            job = pending.pop(ref)
+            item = pending.pop(ref)
             try:
-                outcome = ray.get(ref, timeout=60)
-            except Exception as err:  # retries exhausted, worker lost, storage down
-                outcome = _failed_outcome(job, err)
-            on_outcome(job, outcome)
+                result, error = ray.get(ref, timeout=60), None
+            except Exception as err:
+                result, error = None, err
+            on_done(item, result, error)
+
+
+def task_options(ray, cpus: float, gpus: float, max_retries: int) -> dict:
+    """Ray task options: resources (GPUs only where the cluster has them), retries of lost
+    workers and of transient storage errors."""
+    return {
+        "num_cpus": cpus,
+        "num_gpus": _gpus(ray, gpus),
+        "max_retries": max_retries,
+        "retry_exceptions": [StorageError],
+    }
+
+
+def in_flight_limit(ray, wanted: int | None) -> int:
+    return wanted or max(1, int(ray.cluster_resources().get("CPU", 1) * 2))
+
+
+def on_cpu(config: Config, gpus: float) -> Config:
+    """The config pinned to the CPU when no GPU is given to the task (no CUDA probing)."""
+    if gpus == 0 and config.optim.device == "auto":
+        return config.replace(optim=dataclasses.replace(config.optim, device="cpu"))
+    return config
+
+
+def run_jobs(ray, jobs: list[Job], options: RestoreOptions, on_outcome) -> None:
+    """Submit every job as a Ray task and hand each outcome to ``on_outcome`` as it arrives."""
+    resources = task_options(ray, options.cpus_per_task, options.gpus_per_task, options.max_retries)
+    threads = max(1, int(options.cpus_per_task))
+    jobs = [
+        dataclasses.replace(j, config=on_cpu(j.config, resources["num_gpus"]), threads=threads)
+        for j in jobs
+    ]
+    remote = ray.remote(process).options(**resources)
+
+    def on_done(job: Job, outcome: Outcome | None, error: Exception | None) -> None:
+        on_outcome(job, outcome if error is None else _failed_outcome(job, error))
+
+    submit_all(ray, remote, jobs, in_flight_limit(ray, options.max_in_flight), on_done)
 
 
 def restore(options: RestoreOptions) -> BatchSummary:
@@ -297,12 +323,12 @@ def restore(options: RestoreOptions) -> BatchSummary:
         "preset": options.preset,
         "seed": str(options.seed),
         "synthetic": str(options.synthetic),
-        "code_version": _code_version(),
+        "code_version": code_version(),
     }
     tags = {"batch": f"{Path(source.uri).name or source.uri} → {target.uri}", "kind": "batch"}
     summary.parent_run_id = tracker.start(params, tags)
     records = dict(done)  # the manifest keeps a skipped image's "ok" record
-    progress = _Progress(len(jobs), options.progress)
+    progress = Progress(len(jobs), options.progress)
     results: dict[str, Record] = {}
 
     def on_outcome(job: Job, outcome: Outcome) -> None:
@@ -318,7 +344,7 @@ def restore(options: RestoreOptions) -> BatchSummary:
         record.attempt = done[job.name].attempt + 1 if job.name in done else 1
         records[job.name] = results[job.name] = record
         target.write(MANIFEST_NAME, render(list(records.values())))
-        progress.advance(record)
+        progress.advance(record.status == "failed")
 
     try:
         if jobs:

@@ -101,20 +101,41 @@ class Tracker:
             self._client.log_batch(run_id, metrics=metrics[i : i + LOG_BATCH])
 
     def log_image(self, name: str, params: dict[str, str], outcome) -> str | None:
-        """A child run for one image: params, loss history, final metrics, artifacts."""
+        """A child run for one restored image: params, loss history, metrics, artifacts."""
+        record = outcome.record
+        return self.log_child(
+            name,
+            {"image": name},
+            params,
+            outcome.history,
+            record.metrics,
+            outcome.artifacts,
+            ok=record.status == "ok",
+        )
+
+    def log_child(
+        self,
+        run_name: str,
+        tags: dict[str, str],
+        params: dict[str, str],
+        history: list[dict[str, float]],
+        metrics: dict,
+        artifacts: dict[str, bytes],
+        ok: bool = True,
+    ) -> str | None:
+        """A child run of the parent: tags, params, metric history, final metrics, files."""
         if not self.enabled:
             return None
         try:
-            tags = {"mlflow.parentRunId": self.parent_id, "image": name}
-            run = self._client.create_run(self.experiment_id, tags=tags, run_name=name)
+            tags = {"mlflow.parentRunId": self.parent_id, **tags}
+            run = self._client.create_run(self.experiment_id, tags=tags, run_name=run_name)
             run_id = run.info.run_id
             self._log_params(run_id, params)
-            self._log_metrics(run_id, outcome.history, outcome.record.metrics)
-            self._log_files(run_id, outcome.artifacts)
-            status = "FINISHED" if outcome.record.status == "ok" else "FAILED"
-            self._client.set_terminated(run_id, status)
+            self._log_metrics(run_id, history, metrics)
+            self._log_files(run_id, artifacts)
+            self._client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
         except Exception as err:
-            self._fail(f"recording {name}", err)
+            self._fail(f"recording {run_name}", err)
             return None
         return run_id
 

@@ -1,0 +1,134 @@
+"""Classical restorers a user might pick instead of fitting a network, for the quality bench.
+
+Each takes an ``Observation`` and returns the restored (H, W, C) float32 image in [0, 1]:
+inpainting by OpenCV's Telea and Navier–Stokes methods and scikit-image's biharmonic
+equation; denoising by non-local means (scikit-image) and BM3D (the ``bm3d`` package), both
+with the noise level estimated from the image (they are not told σ, as the Knitwork is not);
+super-resolution by bicubic interpolation on our sampling grid. ``CLASSICAL[task]`` lists them
+with the parameters that a results row names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from knitwork.tasks import Observation
+
+INPAINT_RADIUS = 5  # OpenCV: neighbourhood radius (pixels) considered around each hole pixel
+NLM_PATCH, NLM_DISTANCE, NLM_H = 5, 6, 0.8  # skimage's documented example: h = 0.8·σ̂
+
+
+@dataclass(frozen=True)
+class Classical:
+    name: str  # the row's ``method``
+    params: str  # what a reader needs to rerun it
+    restore: Callable[[Observation], np.ndarray]
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _keep_known(obs: Observation, filled: np.ndarray) -> np.ndarray:
+    out = np.where(obs.known[:, :, None], obs.image, filled)
+    return np.clip(out, 0, 1).astype(np.float32)
+
+
+def _opencv(flag_name: str) -> Callable[[Observation], np.ndarray]:
+    def restore(obs: Observation) -> np.ndarray:
+        import cv2
+
+        hole = (obs.hole * 255).astype(np.uint8)
+        image = _to_uint8(obs.image)
+        channels = image.shape[2]
+        if channels == 1:
+            image = image[:, :, 0]
+        filled = cv2.inpaint(image, hole, INPAINT_RADIUS, getattr(cv2, flag_name))
+        filled = filled.reshape(obs.image.shape).astype(np.float32) / 255.0
+        return _keep_known(obs, filled)
+
+    return restore
+
+
+def inpaint_biharmonic(obs: Observation) -> np.ndarray:
+    from skimage.restoration import inpaint_biharmonic as biharmonic
+
+    filled = biharmonic(obs.image, obs.hole, channel_axis=-1)
+    return _keep_known(obs, filled.astype(np.float32))
+
+
+def estimated_sigma(image: np.ndarray) -> float:
+    """The noise std (0–1 scale) estimated from the image by wavelet MAD (scikit-image)."""
+    from skimage.restoration import estimate_sigma
+
+    return float(estimate_sigma(image, channel_axis=-1, average_sigmas=True))
+
+
+def denoise_nlm(obs: Observation) -> np.ndarray:
+    from skimage.restoration import denoise_nl_means
+
+    sigma = estimated_sigma(obs.image)
+    out = denoise_nl_means(
+        obs.image,
+        h=NLM_H * sigma,
+        sigma=sigma,
+        patch_size=NLM_PATCH,
+        patch_distance=NLM_DISTANCE,
+        fast_mode=True,
+        channel_axis=-1,
+    )
+    return np.clip(out, 0, 1).reshape(obs.image.shape).astype(np.float32)
+
+
+def denoise_bm3d(obs: Observation) -> np.ndarray:
+    import bm3d
+
+    sigma = estimated_sigma(obs.image)
+    image = obs.image.astype(np.float64)
+    if image.shape[2] == 3:
+        out = bm3d.bm3d_rgb(image, sigma)
+    else:
+        out = bm3d.bm3d(image[:, :, 0], sigma)[:, :, None]
+    return np.clip(out, 0, 1).astype(np.float32)
+
+
+def upsample_bicubic(obs: Observation) -> np.ndarray:
+    from knitwork.kernels import bicubic_upsample
+
+    return np.clip(bicubic_upsample(obs.image, obs.scale), 0, 1).astype(np.float32)
+
+
+CLASSICAL: dict[str, tuple[Classical, ...]] = {
+    "inpaint": (
+        Classical("biharmonic", "skimage.restoration.inpaint_biharmonic", inpaint_biharmonic),
+        Classical(
+            "telea", f"cv2.inpaint INPAINT_TELEA radius {INPAINT_RADIUS}", _opencv("INPAINT_TELEA")
+        ),
+        Classical(
+            "navier-stokes",
+            f"cv2.inpaint INPAINT_NS radius {INPAINT_RADIUS}",
+            _opencv("INPAINT_NS"),
+        ),
+    ),
+    "denoise": (
+        Classical(
+            "nlm",
+            f"skimage denoise_nl_means, σ̂ estimated, h {NLM_H}·σ̂, patch {NLM_PATCH}, "
+            f"distance {NLM_DISTANCE}, fast mode",
+            denoise_nlm,
+        ),
+        Classical("bm3d", "bm3d 4.0.3 bm3d_rgb, σ̂ estimated (wavelet MAD)", denoise_bm3d),
+    ),
+    "sr": (Classical("bicubic", "Keys a = −0.5 on the LR sampling grid", upsample_bicubic),),
+}
+
+
+def classical(task: str, name: str) -> Classical:
+    for method in CLASSICAL.get(task, ()):
+        if method.name == name:
+            return method
+    names = ", ".join(m.name for m in CLASSICAL.get(task, ()))
+    raise ValueError(f"no classical method {name!r} for {task}; choose from {names}")

@@ -1,0 +1,272 @@
+"""The quality benchmark: every image of a folder degraded with a fixed, seeded protocol and
+restored by the Knitwork, the MLP baseline and classical tools, as Ray tasks; one row per
+(method, setting, image), recorded in MLflow and in ``OUTPUT/rows.jsonl``.
+
+Protocol (docs/benchmarks/quality.md): inpainting one square hole of 1, 2, 4 % of the pixels at
+a seeded position fully inside the image; denoising σ 10, 20, 40 (0–255); blind SR ×2 and ×4
+with delta, round and diagonal Gaussian kernels. The seed of an image is the base seed plus a
+hash of its name (``image_seed``), the same for every method and setting. RGB PSNR/SSIM with
+data range 1, no border crop, on the whole image and on the hole.
+
+Restored images land in ``OUTPUT/SETTING/METHOD/IMAGE.png`` (inputs in ``.../input/``, ground
+truths in ``.../truth/``); a rerun skips the rows already done with the same settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import PurePosixPath
+
+import numpy as np
+
+from knitwork.classical import CLASSICAL, classical
+from knitwork.config import Config, as_baseline
+from knitwork.fit import fit
+from knitwork.io import reduce_to
+from knitwork.metrics import evaluate
+from knitwork.tasks import degrade, sr_observation
+from pipeline.manifest import config_hash
+from pipeline.storage import NotFound, Storage, StorageError
+from pipeline.worker import decode, encode
+
+ROWS_NAME = "rows.jsonl"
+NEURAL = ("knitwork", "mlp")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # the row's ``setting``: fill=0.02, sigma=20, x4/diagonal
+    fill_ratio: float = 0.02
+    sigma: float = 25.0
+    scale: int = 1
+    kernel: str = "delta"  # sr: the degradation kernel, as a knitwork.kernels spec
+
+
+def sr_kernel(kind: str, scale: int) -> str:
+    """The tables' SR kernels: delta, round Gaussian σ = r/2, diagonal σx 0.75·r, σy 0.3·r, 45°."""
+    specs = {
+        "delta": "delta",
+        "round": f"gaussian:{scale / 2:g}",
+        "diagonal": f"gaussian:{0.75 * scale:g},{0.3 * scale:g},45",
+    }
+    return specs[kind]
+
+
+SUITES: dict[str, tuple[Setting, ...]] = {
+    "inpaint": tuple(Setting(f"fill={f:g}", fill_ratio=f) for f in (0.01, 0.02, 0.04)),
+    "denoise": tuple(Setting(f"sigma={s:g}", sigma=float(s)) for s in (10, 20, 40)),
+    "sr": tuple(
+        Setting(f"x{r}/{k}", scale=r, kernel=sr_kernel(k, r))
+        for r in (2, 4)
+        for k in ("delta", "round", "diagonal")
+    ),
+}
+
+
+def methods_of(suite: str) -> tuple[str, ...]:
+    return NEURAL + tuple(m.name for m in CLASSICAL[suite])
+
+
+def observation(suite: str, setting: Setting, clean: np.ndarray, seed: int):
+    """The degraded observation of a clean image under ``setting``, and its ground truth."""
+    if suite == "sr":
+        return sr_observation(clean, setting.scale, "learned", True, seed, setting.kernel)
+    obs = degrade(suite, clean, seed, fill_ratio=setting.fill_ratio, sigma=setting.sigma)
+    return obs, clean
+
+
+@dataclass(frozen=True)
+class BenchItem:
+    """One Ray task: the methods to run on one image under one setting."""
+
+    suite: str
+    image: str  # relative name in ``source``
+    setting: Setting
+    methods: tuple[str, ...]  # one neural method, or classical ones
+    digests: dict[str, str]  # method → hash of what decides its row
+    source: Storage
+    output: Storage
+    seed: int
+    max_side: int | None
+    config: Config | None = None  # the Knitwork's config (the MLP's is derived from it)
+    max_pixels: int = 50_000_000
+    threads: int | None = None
+    write_inputs: bool = False  # also write the degraded input and the ground truth
+
+
+@dataclass
+class RowOutcome:
+    row: dict
+    history: list[dict[str, float]] = field(default_factory=list)
+    artifacts: dict[str, bytes] = field(default_factory=dict)
+
+
+def output_name(setting: Setting, method: str, image: str) -> str:
+    return f"{setting.name}/{method}/{PurePosixPath(image).with_suffix('.png')}"
+
+
+def base_row(item: BenchItem, method: str) -> dict:
+    return {
+        "suite": item.suite,
+        "method": method,
+        "setting": item.setting.name,
+        "image": item.image,
+        "status": "failed",
+        "error": None,
+        "psnr": None,
+        "ssim": None,
+        "psnr_hole": None,
+        "ssim_hole": None,
+        "seconds": None,
+        "params": "",
+        "seed": item.seed,
+        "max_side": item.max_side,
+        "config_hash": item.digests[method],
+        "output": output_name(item.setting, method, item.image),
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+    }
+
+
+def _scores(restored: np.ndarray, truth: np.ndarray, obs) -> dict:
+    hole = obs.hole if obs.task == "inpaint" else None
+    scores = evaluate(restored, truth, hole)
+    return {
+        k: (None if v is None or not np.isfinite(v) else round(float(v), 4))
+        for k, v in scores.items()
+    }
+
+
+def _neural(item: BenchItem, method: str, obs, truth) -> tuple[np.ndarray, dict, list]:
+    config = item.config if method == "knitwork" else as_baseline(item.config)
+    result = fit(obs, config, seed=item.seed, ground_truth=truth)
+    params = f"{config.model.method}, {config.optim.steps} steps, config {item.digests[method]}"
+    return result.image, {"params": params, "parameters": result.parameters}, result.history
+
+
+def run_item(item: BenchItem) -> list[RowOutcome]:
+    """Degrade one image, restore it with each of the item's methods, write and score."""
+    if item.threads:
+        import torch
+
+        torch.set_num_threads(item.threads)
+    try:
+        data = item.source.read(item.image)
+        clean = reduce_to(
+            decode(data, item.source.join(item.image), item.max_pixels).pixels, item.max_side
+        )
+        obs, truth = observation(item.suite, item.setting, clean, item.seed)
+    except StorageError as err:
+        if not isinstance(err, NotFound):
+            raise  # transient: Ray retries the task
+        return [failed_row(item, m, err) for m in item.methods]
+    except Exception as err:  # a bad image fails its rows, never the bench
+        return [failed_row(item, m, err) for m in item.methods]
+    if item.write_inputs:
+        shown = obs.image
+        item.output.write(output_name(item.setting, "input", item.image), encode(shown, "x.png"))
+        item.output.write(output_name(item.setting, "truth", item.image), encode(truth, "x.png"))
+    return [_run_method(item, method, obs, truth) for method in item.methods]
+
+
+def _run_method(item: BenchItem, method: str, obs, truth) -> RowOutcome:
+    row, start = base_row(item, method), time.perf_counter()
+    try:
+        if method in NEURAL:
+            restored, extra, history = _neural(item, method, obs, truth)
+        else:
+            tool = classical(item.suite, method)
+            restored, extra, history = tool.restore(obs), {"params": tool.params}, []
+        row |= extra | _scores(restored, truth, obs)
+        row["seconds"] = round(time.perf_counter() - start, 3)
+        png = encode(restored, "x.png")
+        item.output.write(row["output"], png)
+    except StorageError:
+        raise
+    except Exception as err:
+        return failed_row(item, method, err, row)
+    row["status"] = "ok"
+    row["height"], row["width"] = restored.shape[:2]
+    return RowOutcome(row, history, {"restored.png": png})
+
+
+def failed_row(item: BenchItem, method: str, err: Exception, row: dict | None = None) -> RowOutcome:
+    row = row or base_row(item, method)
+    row["error"] = f"{type(err).__name__}: {err}".splitlines()[0]
+    return RowOutcome(row)
+
+
+def row_key(row: dict) -> tuple[str, str, str]:
+    return row["method"], row["setting"], row["image"]
+
+
+def parse_rows(text: str, source: str) -> dict[tuple[str, str, str], dict]:
+    """The latest row per (method, setting, image); a corrupt line names its line."""
+    rows = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            rows[row_key(row)] = row
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{source}: line {number} is not a bench row ({err})") from None
+    return rows
+
+
+def render_rows(rows) -> bytes:
+    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode("utf-8")
+
+
+def digest(
+    method: str,
+    config: Config | None,
+    suite: str,
+    setting: Setting,
+    seed: int,
+    max_side: int | None,
+) -> str:
+    """The hash of everything that decides a row: method and its config, protocol, size."""
+    if method in NEURAL:
+        what = (config if method == "knitwork" else as_baseline(config)).to_dict()
+    else:
+        what = classical(suite, method).params
+    payload = {"method": method, "what": what, "setting": asdict(setting), "seed": seed}
+    return config_hash(payload | {"max_side": max_side, "suite": suite})
+
+
+def plan_items(
+    base: BenchItem, names: list[str], methods: tuple[str, ...], seeds: dict[str, int], done: dict
+) -> list[BenchItem]:
+    """One item per (image, setting, neural method) and one per (image, setting) for the
+    classical methods; rows done with the same hash (and their image present) are skipped."""
+    items = []
+    for setting in SUITES[base.suite]:
+        for name in names:
+            seed = seeds[name]
+            todo = []
+            for method in methods:
+                h = digest(method, base.config, base.suite, setting, seed, base.max_side)
+                row = done.get((method, setting.name, name))
+                finished = row is not None and row["status"] == "ok" and row["config_hash"] == h
+                if not (finished and base.output.exists(row["output"])):
+                    todo.append((method, h))
+            neural = [(m, h) for m, h in todo if m in NEURAL]
+            rest = [(m, h) for m, h in todo if m not in NEURAL]
+            groups = [[pair] for pair in neural] + ([rest] if rest else [])
+            for group in groups:
+                items.append(
+                    replace(
+                        base,
+                        image=name,
+                        setting=setting,
+                        seed=seed,
+                        methods=tuple(m for m, _ in group),
+                        digests=dict(group),
+                        write_inputs=group is groups[-1],
+                    )
+                )
+    return items

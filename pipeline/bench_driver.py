@@ -1,0 +1,273 @@
+"""`knitwork bench quality`, the driver side: plan the rows, run them as Ray tasks, record them
+in MLflow and ``OUTPUT/rows.jsonl``, print the table, write ``{"rows": [...]}`` JSON."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import time
+from dataclasses import dataclass, field
+
+from knitwork.config import Config
+from knitwork.io import DEFAULT_MAX_PIXELS, atomic_file
+from pipeline.bench import (
+    ROWS_NAME,
+    SUITES,
+    BenchItem,
+    RowOutcome,
+    failed_row,
+    methods_of,
+    parse_rows,
+    plan_items,
+    render_rows,
+    row_key,
+    run_item,
+)
+from pipeline.driver import (
+    Progress,
+    code_version,
+    connect_ray,
+    image_seed,
+    in_flight_limit,
+    on_cpu,
+    refuse_nested,
+    submit_all,
+    task_options,
+)
+from pipeline.storage import IMAGE_EXTENSIONS, StorageError, open_storage
+from pipeline.tracking import Tracker, flatten, tracking_uri
+
+SCORES = ("psnr", "ssim", "psnr_hole", "ssim_hole", "seconds")
+
+
+@dataclass
+class BenchOptions:
+    suite: str
+    images: str
+    output: str
+    config: Config  # the Knitwork's; the MLP baseline uses the same budget (as_baseline)
+    preset: str = ""
+    max_side: int | None = None
+    seed: int = 0
+    methods: tuple[str, ...] | None = None  # None: every method of the suite
+    json_path: str | None = None
+    address: str | None = None
+    cpus_per_task: float = 1.0
+    gpus_per_task: float = 0.0
+    max_in_flight: int | None = None
+    max_retries: int = 2
+    experiment: str | None = None
+    s3_endpoint_url: str | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    progress: bool = True
+    track: bool = True
+
+
+@dataclass
+class BenchSummary:
+    rows: list[dict] = field(default_factory=list)  # every row of this bench, done or not
+    ran: int = 0  # rows computed by this run (the others were already in rows.jsonl)
+    parent_run_id: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        return sum(r["status"] != "ok" for r in self.rows)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+def _methods(options: BenchOptions) -> tuple[str, ...]:
+    if options.suite not in SUITES:
+        raise ValueError(f"--suite must be one of {', '.join(SUITES)}; got {options.suite!r}")
+    known = methods_of(options.suite)
+    chosen = options.methods or known
+    unknown = [m for m in chosen if m not in known]
+    if unknown:
+        raise ValueError(
+            f"unknown method(s) {', '.join(unknown)} for {options.suite}; "
+            f"choose from {', '.join(known)}"
+        )
+    return tuple(chosen)
+
+
+def _read_rows(target) -> dict:
+    if not target.exists(ROWS_NAME):
+        return {}
+    return parse_rows(target.read(ROWS_NAME).decode("utf-8"), target.join(ROWS_NAME))
+
+
+def _metric_name(*parts: str) -> str:
+    """An MLflow-safe metric name (no '=', which MLflow refuses)."""
+    return "/".join(re.sub(r"[^\w./ -]", "_", p) for p in parts)
+
+
+class _Recorder:
+    """Writes each outcome to rows.jsonl (atomically, all rows) and to an MLflow child run."""
+
+    def __init__(self, tracker: Tracker, target, rows: dict, progress: Progress) -> None:
+        self.tracker, self.target, self.rows, self.progress = tracker, target, rows, progress
+        self.ran = 0
+
+    def __call__(self, item: BenchItem, outcomes: list[RowOutcome] | None, error) -> None:
+        if error is not None:
+            outcomes = [
+                failed_row(item, m, getattr(error, "cause", None) or error) for m in item.methods
+            ]
+        for outcome in outcomes:
+            row = outcome.row
+            tags = {k: str(row[k]) for k in ("suite", "method", "setting", "image")}
+            params = tags | {k: str(row[k]) for k in ("seed", "max_side", "params", "config_hash")}
+            metrics = {k: row[k] for k in SCORES if row.get(k) is not None}
+            row["mlflow_run_id"] = self.tracker.log_child(
+                f"{row['method']} {row['setting']} {row['image']}",
+                tags,
+                params,
+                outcome.history,
+                metrics,
+                outcome.artifacts,
+                ok=row["status"] == "ok",
+            )
+            self.rows[row_key(row)] = row
+            self.ran += 1
+        self.target.write(ROWS_NAME, render_rows(self.rows.values()))
+        self.progress.advance(any(o.row["status"] != "ok" for o in outcomes))
+
+
+def run_bench(options: BenchOptions) -> BenchSummary:
+    """Run the suite's protocol on every image under ``options.images``."""
+    start = time.perf_counter()
+    methods = _methods(options)
+    source = open_storage(options.images, options.s3_endpoint_url)
+    target = open_storage(options.output, options.s3_endpoint_url)
+    refuse_nested(source, target)
+    names = source.list_images()
+    if not names:
+        raise StorageError(f"{source.uri}: no images found ({', '.join(IMAGE_EXTENSIONS)})")
+    rows = _read_rows(target)
+    seeds = {n: image_seed(options.seed, n) for n in names}
+    ray = connect_ray(options.address)
+    resources = task_options(ray, options.cpus_per_task, options.gpus_per_task, options.max_retries)
+    base = BenchItem(
+        options.suite,
+        "",
+        SUITES[options.suite][0],
+        (),
+        {},
+        source,
+        target,
+        0,
+        options.max_side,
+        on_cpu(options.config, resources["num_gpus"]),
+        options.max_pixels,
+        max(1, int(options.cpus_per_task)),
+    )
+    items = plan_items(base, names, methods, seeds, rows)
+    tracker = Tracker(tracking_uri(), options.experiment or "knitwork-bench", options.track)
+    summary = BenchSummary()
+    summary.parent_run_id = tracker.start(
+        flatten(options.config.to_dict())
+        | {
+            "suite": options.suite,
+            "images": source.uri,
+            "output": target.uri,
+            "preset": options.preset,
+            "max_side": str(options.max_side),
+            "seed": str(options.seed),
+            "methods": ",".join(methods),
+            "code_version": code_version(),
+        },
+        {"kind": "bench", "suite": options.suite, "images": source.uri},
+    )
+    progress = Progress(len(items), options.progress, desc=f"bench {options.suite}", unit="task")
+    recorder = _Recorder(tracker, target, rows, progress)
+    try:
+        if items:
+            remote = ray.remote(run_item).options(**resources)
+            submit_all(ray, remote, items, in_flight_limit(ray, options.max_in_flight), recorder)
+    finally:
+        progress.close()
+    wanted = {(m, s.name, n) for m in methods for s in SUITES[options.suite] for n in names}
+    summary.rows = sorted((r for k, r in rows.items() if k in wanted), key=_order(options.suite))
+    summary.ran, summary.seconds = recorder.ran, time.perf_counter() - start
+    target.write(ROWS_NAME, render_rows(rows.values()))
+    tracker.finish(
+        means_metrics(summary.rows), {ROWS_NAME: render_rows(summary.rows)}, summary.failed > 0
+    )
+    if options.json_path:
+        write_json(options.json_path, summary.rows)
+    return summary
+
+
+def _order(suite: str):
+    settings = [s.name for s in SUITES[suite]]
+    methods = methods_of(suite)
+
+    def key(row: dict):
+        rank = methods.index(row["method"]) if row["method"] in methods else len(methods)
+        return settings.index(row["setting"]), rank, row["image"]
+
+    return key
+
+
+def write_json(path: str, rows: list[dict]) -> None:
+    with atomic_file(path) as handle:
+        handle.write(json.dumps({"rows": rows}, indent=1, allow_nan=False).encode("utf-8"))
+
+
+def means(rows: list[dict]) -> dict[tuple[str, str], dict]:
+    """Per (setting, method): the mean of each score over the images that succeeded."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["setting"], row["method"]), []).append(row)
+    out = {}
+    for key, group in groups.items():
+        ok = [r for r in group if r["status"] == "ok"]
+        out[key] = {"images": len(ok), "failed": len(group) - len(ok)}
+        for score in SCORES:
+            values = [r[score] for r in ok if r.get(score) is not None]
+            out[key][score] = statistics.fmean(values) if values else None
+    return out
+
+
+def means_metrics(rows: list[dict]) -> dict[str, float]:
+    return {
+        _metric_name("mean", score, method, setting): value
+        for (setting, method), scores in means(rows).items()
+        for score, value in scores.items()
+        if value is not None and score in SCORES
+    }
+
+
+def table(rows: list[dict], suite: str) -> str:
+    """Mean scores per setting and method; * marks each setting's best (hole PSNR for
+    inpainting, PSNR otherwise)."""
+    key = "psnr_hole" if suite == "inpaint" else "psnr"
+    stats = means(rows)
+    lines = [
+        f"{'setting':12s} {'method':14s} {'PSNR':>7s} {'SSIM':>6s} {'hole PSNR':>9s} "
+        f"{'hole SSIM':>9s} {'s/img':>7s} {'n':>3s}"
+    ]
+    for setting in [s.name for s in SUITES[suite]]:
+        here = {m: v for (s, m), v in stats.items() if s == setting}
+        scored = [v[key] for v in here.values() if v[key] is not None]
+        best = max(scored) if scored else None
+        for method in sorted(
+            here, key=lambda m: _order(suite)({"setting": setting, "method": m, "image": ""})
+        ):
+            v = here[method]
+            mark = "*" if best is not None and v[key] == best else " "
+            lines.append(
+                f"{setting:12s} {method:14s} {_f(v['psnr'])}{mark if key == 'psnr' else ' '}"
+                f"{_f(v['ssim'], 6, 3)} {_f(v['psnr_hole'], 8)}{mark if key != 'psnr' else ' '}"
+                f"{_f(v['ssim_hole'], 9, 3)} {_f(v['seconds'], 7, 1)} {v['images']:3d}"
+                + (f"  ({v['failed']} failed)" if v["failed"] else "")
+            )
+    return "\n".join(lines)
+
+
+def _f(value, width: int = 7, digits: int = 2) -> str:
+    return f"{'–':>{width}s}" if value is None else f"{value:{width}.{digits}f}"

@@ -1,0 +1,61 @@
+"""The classical restorers of the quality bench: each beats the free answer (mean-colour fill,
+the noisy input, nearest-neighbour enlargement), keeps what was observed, and handles grey
+images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from knitwork.classical import CLASSICAL, classical, estimated_sigma
+from knitwork.metrics import psnr
+from knitwork.tasks import degrade, naive_restoration
+from tests.conftest import example_image
+
+
+@pytest.mark.parametrize("method", [m.name for m in CLASSICAL["inpaint"]])
+def test_inpainting_fills_the_hole_better_than_the_mean_colour(method):
+    clean = example_image("butterfly", 64)
+    obs = degrade("inpaint", clean, seed=3, fill_ratio=0.04)
+    restored = classical("inpaint", method).restore(obs)
+    assert restored.shape == clean.shape and restored.dtype == np.float32
+    assert np.array_equal(restored[obs.known], obs.image[obs.known])
+    assert psnr(restored, clean, obs.hole) > psnr(naive_restoration(obs), clean, obs.hole) + 1
+
+
+@pytest.mark.parametrize("method", [m.name for m in CLASSICAL["denoise"]])
+def test_denoising_beats_the_noisy_input(method):
+    clean = example_image("head", 64)
+    obs = degrade("denoise", clean, seed=3, sigma=25)
+    restored = classical("denoise", method).restore(obs)
+    assert restored.shape == clean.shape and restored.min() >= 0 and restored.max() <= 1
+    assert psnr(restored, clean) > psnr(obs.image, clean) + 3
+
+
+def test_noise_level_is_estimated_not_given():
+    clean = example_image("head", 64)
+    for sigma in (10, 40):
+        obs = degrade("denoise", clean, seed=1, sigma=sigma)
+        assert estimated_sigma(obs.image) * 255 == pytest.approx(sigma, rel=0.3)
+
+
+def test_bicubic_beats_nearest_neighbour():
+    clean = example_image("butterfly", 64)
+    obs = degrade("sr", clean, seed=0, scale=2)
+    restored = classical("sr", "bicubic").restore(obs)
+    nearest = np.repeat(np.repeat(obs.image, 2, axis=0), 2, axis=1)
+    assert restored.shape == clean.shape
+    assert psnr(restored, clean) > psnr(nearest, clean) + 0.5
+
+
+@pytest.mark.parametrize("task", ["inpaint", "denoise"])
+def test_grey_images_work(task):
+    grey = example_image("bird", 40).mean(axis=2, keepdims=True)
+    obs = degrade(task, grey, seed=0, fill_ratio=0.04, sigma=20)
+    for method in CLASSICAL[task]:
+        assert method.restore(obs).shape == grey.shape, method.name
+
+
+def test_unknown_method_names_the_choices():
+    with pytest.raises(ValueError, match="choose from biharmonic, telea, navier-stokes"):
+        classical("inpaint", "photoshop")

@@ -1,0 +1,126 @@
+"""`knitwork bench quality` end to end on a local Ray cluster with a real MLflow store: every
+row present, rows recorded as MLflow child runs, reruns resume, bad images fail alone, and
+the protocol's degradations are deterministic for a seed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from knitwork.cli import main
+from pipeline.bench import SUITES, methods_of, observation
+from tests.conftest import example_image
+
+SIZES = {"inpaint": 24, "denoise": 24, "sr": 40}  # ×4 needs a 10-pixel LR image for 3×3·4 stacks
+
+
+def write_clean(folder: Path, size: int, names=("bird.png", "head.png")) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        pixels = (example_image(Path(name).stem, size) * 255).round().astype(np.uint8)
+        Image.fromarray(pixels).save(folder / name)
+    return list(names)
+
+
+def bench(tmp_path: Path, suite: str, *extra: str) -> tuple[int, Path, Path]:
+    images, output, report = tmp_path / "clean", tmp_path / "out", tmp_path / f"{suite}.json"
+    argv = ["bench", "quality", "--suite", suite, "--images", str(images), "--output",
+            str(output), "--steps", "2", "--json", str(report), "--quiet", *extra]  # fmt: skip
+    return main(argv), output, report
+
+
+@pytest.mark.parametrize("suite", ["inpaint", "denoise", "sr"])
+def test_bench_writes_every_row_and_records_them(tmp_path, ray_cluster, tracking, suite, capsys):
+    names = write_clean(tmp_path / "clean", SIZES[suite])
+    code, output, report = bench(tmp_path, suite)
+    assert code == 0, capsys.readouterr().err
+    rows = json.loads(report.read_text())["rows"]
+    expected = {(m, s.name, n) for m in methods_of(suite) for s in SUITES[suite] for n in names}
+    assert {(r["method"], r["setting"], r["image"]) for r in rows} == expected
+    assert len(rows) == len(expected)
+    for row in rows:
+        assert row["status"] == "ok", row
+        assert {"psnr", "ssim", "psnr_hole", "ssim_hole", "seconds", "params"} <= row.keys()
+        assert np.isfinite(row["psnr"]) and 0 < row["ssim"] <= 1
+        assert (row["psnr_hole"] is not None) == (suite == "inpaint")
+        assert (output / row["output"]).is_file()
+    assert "biharmonic" in methods_of("inpaint") and "bm3d" in methods_of("denoise")
+    printed = capsys.readouterr().out
+    assert f"{len(expected)} rows ({len(expected)} computed now, 0 failed)" in printed
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking)
+    experiment = client.get_experiment_by_name("knitwork-bench")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("kind") == "bench"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == len(expected)
+    assert {r.info.run_id for r in children} == {row["mlflow_run_id"] for row in rows}
+    child = next(r for r in children if r.data.tags["method"] == "knitwork")
+    assert child.data.metrics["psnr"] == pytest.approx(
+        next(row["psnr"] for row in rows if row["mlflow_run_id"] == child.info.run_id)
+    )
+    assert "restored.png" in {a.path for a in client.list_artifacts(child.info.run_id)}
+
+
+def test_rerun_resumes_and_bad_images_fail_alone(tmp_path, ray_cluster, tracking, capsys):
+    write_clean(tmp_path / "clean", 24)
+    (tmp_path / "clean" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    extra = ("--methods", "knitwork,biharmonic")
+    code, output, report = bench(tmp_path, "inpaint", *extra)
+    assert code == 1
+    rows = json.loads(report.read_text())["rows"]
+    broken = [r for r in rows if r["image"] == "broken.png"]
+    assert len(broken) == 2 * 3 and all(r["status"] == "failed" for r in broken)
+    assert all("broken.png" in r["error"] for r in broken)
+    assert all(r["status"] == "ok" for r in rows if r["image"] != "broken.png")
+    assert "failed: knitwork fill=0.01 broken.png" in capsys.readouterr().err
+
+    (tmp_path / "clean" / "broken.png").unlink()
+    written = {p: p.stat().st_mtime_ns for p in output.rglob("*.png")}
+    code, _, report = bench(tmp_path, "inpaint", *extra)
+    assert code == 0
+    assert "12 rows (0 computed now, 0 failed)" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in output.rglob("*.png")} == written
+
+    code, _, _ = bench(tmp_path, "inpaint", "--methods", "knitwork,biharmonic,telea")
+    assert code == 0
+    assert "18 rows (6 computed now, 0 failed)" in capsys.readouterr().out
+
+
+def test_unknown_method_is_refused(tmp_path, capsys):
+    write_clean(tmp_path / "clean", 24)
+    code, _, _ = bench(tmp_path, "denoise", "--methods", "knitwork,telea")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "unknown method(s) telea for denoise" in err and "bm3d" in err
+
+
+@pytest.mark.parametrize("suite", ["inpaint", "denoise", "sr"])
+def test_degradations_are_deterministic_for_a_seed(suite):
+    clean = example_image("butterfly", 40)
+    for setting in SUITES[suite]:
+        first, truth = observation(suite, setting, clean, seed=7)
+        again, _ = observation(suite, setting, clean, seed=7)
+        other, _ = observation(suite, setting, clean, seed=8)
+        assert np.array_equal(first.image, again.image)
+        assert np.array_equal(first.known, again.known)
+        if suite == "sr":
+            assert first.kernel is None  # blind: the fit learns the kernel
+            assert first.image.shape[0] * setting.scale == truth.shape[0]
+            continue
+        assert not np.array_equal(first.image, other.image)
+        if suite == "inpaint":
+            hole = first.hole
+            assert abs(hole.mean() - setting.fill_ratio) < 0.3 * setting.fill_ratio
+            rows, cols = np.nonzero(hole)
+            assert rows.min() > 0 and cols.min() > 0
+            assert rows.max() < 39 and cols.max() < 39
+        else:
+            noise = (first.image - clean) * 255
+            assert abs(noise.std() - setting.sigma) < 0.25 * setting.sigma
