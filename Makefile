@@ -4,8 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   := out/demo
+# Headless Chromium (Debian's package) renders the comparison report in tests/tune/test_compare.py
+CHROMIUM := /usr/bin/chromium
+SUDO     := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint browser bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +26,13 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint  ## lint, then the whole test suite (pytest's "no tests" exit 5 counts as a pass)
+browser: $(CHROMIUM)  ## headless Chromium for the report test (apt, once)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -q
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
+
+test: lint browser  ## lint, then the whole test suite (pytest's "no tests" exit 5 counts as a pass)
 	$(BIN)/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
 
 bench: setup  ## CPU benchmarks (about an hour): docs/benchmarks/*.md

@@ -25,6 +25,8 @@ from knitwork.progress import progress_callback
 from knitwork.report import comparison, fit_metrics, learned_kernel, save_kernel
 from knitwork.tasks import Observation, degrade, observe, sr_observation
 from pipeline.cli import add_bench, add_restore
+from tune.compare_cli import add_compare
+from tune.search_cli import add_tune
 
 _FIT_HELP = """\
 Fit one Neural Knitwork to IMAGE and write the restored image to OUT.
@@ -132,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit(sub)
     add_restore(sub)
     add_bench(sub)
+    add_compare(sub)
+    add_tune(sub)
     _add_render(sub)
     _add_presets(sub)
     return parser

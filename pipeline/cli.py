@@ -45,21 +45,26 @@ def add_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--masks", help="inpainting masks: folder or s3:// URI, same relative names")
     p.add_argument("--ground-truth", help="clean images with the same names, for scoring")
     p.add_argument("--overwrite", action="store_true", help="redo images already finished")
+    add_cluster_options(p, experiment="knitwork-TASK")
+    p.set_defaults(run=run_restore)
+
+
+def add_cluster_options(p: argparse.ArgumentParser, experiment: str) -> None:
+    """Ray, MLflow and S3 options shared by `restore` and `bench quality`."""
     p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS or local)")
-    p.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs per image [1]")
+    p.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs per task [1]")
     p.add_argument(
         "--gpus-per-task",
         type=float,
         default=0.0,
-        help="GPUs per image, fractional allowed (0.25); used only if present [0]",
+        help="GPUs per task, fractional allowed (0.25); used only if present [0]",
     )
     p.add_argument("--max-in-flight", type=int, help="tasks submitted at once [2 × CPUs]")
     p.add_argument("--max-retries", type=int, default=2, help="retries of a lost task [2]")
-    p.add_argument("--experiment", help="MLflow experiment [knitwork-TASK]")
+    p.add_argument("--experiment", help=f"MLflow experiment [{experiment}]")
     p.add_argument("--no-tracking", action="store_true", help="do not record in MLflow")
     p.add_argument("--s3-endpoint-url", help="S3 endpoint (MinIO, Ceph); else AWS_ENDPOINT_URL")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=run_restore)
 
 
 def run_restore(args: argparse.Namespace) -> int:
@@ -155,15 +160,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--methods", help="comma-separated subset of the suite's methods [all]")
     q.add_argument("--json", help='write {"rows": [...]} to this file')
     q.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA when given a GPU)")
-    q.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS or local)")
-    q.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs per task [1]")
-    q.add_argument("--gpus-per-task", type=float, default=0.0, help="GPUs per task [0]")
-    q.add_argument("--max-in-flight", type=int, help="tasks submitted at once [2 × CPUs]")
-    q.add_argument("--max-retries", type=int, default=2, help="retries of a lost task [2]")
-    q.add_argument("--experiment", help="MLflow experiment [knitwork-bench]")
-    q.add_argument("--no-tracking", action="store_true", help="do not record in MLflow")
-    q.add_argument("--s3-endpoint-url", help="S3 endpoint (MinIO, Ceph); else AWS_ENDPOINT_URL")
-    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_cluster_options(q, experiment="knitwork-bench")
     q.set_defaults(run=run_bench_quality, task=None, baseline=None)
 
 

@@ -37,6 +37,9 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
 class Tracker:
     """Parent and child runs through ``MlflowClient``; every call degrades to a warning."""
 
+    # what still happens when the store fails (subclasses say it for their own work)
+    consequence = "restorations and the manifest are still written, but this batch is not recorded"
+
     def __init__(self, uri: str, experiment: str, enabled: bool = True) -> None:
         self.uri, self.experiment = uri, experiment
         self.enabled = enabled
@@ -48,8 +51,7 @@ class Tracker:
     def _fail(self, what: str, err: Exception) -> None:
         self.problem = f"{what}: {type(err).__name__}: {str(err).splitlines()[0][:300]}"
         warnings.warn(
-            f"MLflow tracking at {self.uri} failed ({self.problem}); restorations and the "
-            "manifest are still written, but this batch is not recorded in MLflow",
+            f"MLflow tracking at {self.uri} failed ({self.problem}); {self.consequence} in MLflow",
             stacklevel=2,
         )
         self.enabled = False
