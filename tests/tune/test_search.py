@@ -97,6 +97,15 @@ def test_tiny_search_with_asha_records_runs_and_writes_a_preset_fit_accepts(
     assert main([*fit_args, str(tmp_path / "fitted.png")]) == 0
     assert (tmp_path / "fitted.png").exists()
 
+    # the search's runs compared: every trial listed, the report written
+    capsys.readouterr()
+    report = tmp_path / "compare"
+    assert main(["compare", parent.info.run_id, "--output", str(report)]) == 0
+    printed = capsys.readouterr().out
+    assert all(run.info.run_id in printed for run in trials)
+    html = (report / "report.html").read_text(encoding="utf-8")
+    assert all(run.info.run_id in html for run in trials) and "loss.alpha" in html
+
 
 def _ray_pids(marker: str) -> list[int]:
     """Processes whose command line mentions ``marker`` (the subprocess's own Ray folder)."""
