@@ -239,12 +239,17 @@ def digest(
 
 
 def plan_items(
-    base: BenchItem, names: list[str], methods: tuple[str, ...], seeds: dict[str, int], done: dict
+    base: BenchItem,
+    names: list[str],
+    methods: tuple[str, ...],
+    settings: tuple[Setting, ...],
+    seeds: dict[str, int],
+    done: dict,
 ) -> list[BenchItem]:
     """One item per (image, setting, neural method) and one per (image, setting) for the
     classical methods; rows done with the same hash (and their image present) are skipped."""
     items = []
-    for setting in SUITES[base.suite]:
+    for setting in settings:
         for name in names:
             seed = seeds[name]
             todo = []

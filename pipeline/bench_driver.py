@@ -16,6 +16,7 @@ from pipeline.bench import (
     SUITES,
     BenchItem,
     RowOutcome,
+    Setting,
     failed_row,
     methods_of,
     parse_rows,
@@ -51,6 +52,7 @@ class BenchOptions:
     max_side: int | None = None
     seed: int = 0
     methods: tuple[str, ...] | None = None  # None: every method of the suite
+    settings: tuple[str, ...] | None = None  # None: every setting of the suite
     json_path: str | None = None
     address: str | None = None
     cpus_per_task: float = 1.0
@@ -92,6 +94,18 @@ def _methods(options: BenchOptions) -> tuple[str, ...]:
             f"choose from {', '.join(known)}"
         )
     return tuple(chosen)
+
+
+def _settings(options: BenchOptions) -> tuple[Setting, ...]:
+    known = {s.name: s for s in SUITES[options.suite]}
+    chosen = options.settings or tuple(known)
+    unknown = [s for s in chosen if s not in known]
+    if unknown:
+        raise ValueError(
+            f"unknown setting(s) {', '.join(unknown)} for {options.suite}; "
+            f"choose from {', '.join(known)}"
+        )
+    return tuple(known[s] for s in chosen)
 
 
 def _read_rows(target) -> dict:
@@ -140,7 +154,7 @@ class _Recorder:
 def run_bench(options: BenchOptions) -> BenchSummary:
     """Run the suite's protocol on every image under ``options.images``."""
     start = time.perf_counter()
-    methods = _methods(options)
+    methods, settings = _methods(options), _settings(options)
     source = open_storage(options.images, options.s3_endpoint_url)
     target = open_storage(options.output, options.s3_endpoint_url)
     refuse_nested(source, target)
@@ -165,7 +179,7 @@ def run_bench(options: BenchOptions) -> BenchSummary:
         options.max_pixels,
         max(1, int(options.cpus_per_task)),
     )
-    items = plan_items(base, names, methods, seeds, rows)
+    items = plan_items(base, names, methods, settings, seeds, rows)
     tracker = Tracker(tracking_uri(), options.experiment or "knitwork-bench", options.track)
     summary = BenchSummary()
     summary.parent_run_id = tracker.start(
@@ -178,6 +192,7 @@ def run_bench(options: BenchOptions) -> BenchSummary:
             "max_side": str(options.max_side),
             "seed": str(options.seed),
             "methods": ",".join(methods),
+            "settings": ",".join(s.name for s in settings),
             "code_version": code_version(),
         },
         {"kind": "bench", "suite": options.suite, "images": source.uri},
@@ -190,7 +205,7 @@ def run_bench(options: BenchOptions) -> BenchSummary:
             submit_all(ray, remote, items, in_flight_limit(ray, options.max_in_flight), recorder)
     finally:
         progress.close()
-    wanted = {(m, s.name, n) for m in methods for s in SUITES[options.suite] for n in names}
+    wanted = {(m, s.name, n) for m in methods for s in settings for n in names}
     summary.rows = sorted((r for k, r in rows.items() if k in wanted), key=_order(options.suite))
     summary.ran, summary.seconds = recorder.ran, time.perf_counter() - start
     target.write(ROWS_NAME, render_rows(rows.values()))

@@ -158,6 +158,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--steps", type=int, help="override the preset's number of steps")
     q.add_argument("--seed", type=int, default=0, help="base seed of the degradations [0]")
     q.add_argument("--methods", help="comma-separated subset of the suite's methods [all]")
+    q.add_argument("--settings", help="comma-separated subset of its settings, e.g. x2/delta [all]")
     q.add_argument("--json", help='write {"rows": [...]} to this file')
     q.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA when given a GPU)")
     add_cluster_options(q, experiment="knitwork-bench")
@@ -170,9 +171,7 @@ def run_bench_quality(args: argparse.Namespace) -> int:
 
     args.task = args.suite
     config, label = resolve_config(args)
-    methods = (
-        tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else None
-    )
+    methods, settings = _names(args.methods), _names(args.settings)
     options = BenchOptions(
         suite=args.suite,
         images=args.images,
@@ -182,6 +181,7 @@ def run_bench_quality(args: argparse.Namespace) -> int:
         max_side=args.max_side,
         seed=args.seed,
         methods=methods,
+        settings=settings,
         json_path=args.json,
         address=args.address,
         cpus_per_task=args.cpus_per_task,
@@ -205,3 +205,8 @@ def run_bench_quality(args: argparse.Namespace) -> int:
             print(f"failed: {row['method']} {row['setting']} {row['image']}: {row['error']}",
                   file=sys.stderr)  # fmt: skip
     return summary.exit_code
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    """A comma-separated list of names, or None when not given."""
+    return tuple(n.strip() for n in text.split(",") if n.strip()) if text else None

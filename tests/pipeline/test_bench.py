@@ -88,9 +88,13 @@ def test_rerun_resumes_and_bad_images_fail_alone(tmp_path, ray_cluster, tracking
     assert "12 rows (0 computed now, 0 failed)" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in output.rglob("*.png")} == written
 
-    code, _, _ = bench(tmp_path, "inpaint", "--methods", "knitwork,biharmonic,telea")
+    more = ("--methods", "knitwork,biharmonic,telea", "--settings", "fill=0.02")
+    code, _, report = bench(tmp_path, "inpaint", *more)
     assert code == 0
-    assert "18 rows (6 computed now, 0 failed)" in capsys.readouterr().out
+    assert "6 rows (2 computed now, 0 failed)" in capsys.readouterr().out
+    rows = json.loads(report.read_text())["rows"]
+    assert {r["setting"] for r in rows} == {"fill=0.02"}
+    assert sum(r["method"] == "telea" for r in rows) == 2
 
 
 def test_unknown_method_is_refused(tmp_path, capsys):
@@ -99,6 +103,9 @@ def test_unknown_method_is_refused(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "unknown method(s) telea for denoise" in err and "bm3d" in err
+    code, _, _ = bench(tmp_path, "sr", "--settings", "x3/delta")
+    assert code == 2
+    assert "unknown setting(s) x3/delta for sr; choose from x2/delta" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("suite", ["inpaint", "denoise", "sr"])
