@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from knitwork.metrics import estimate_noise
 from knitwork.tasks import Observation
 
 INPAINT_RADIUS = 5  # OpenCV: neighbourhood radius (pixels) considered around each hole pixel
@@ -60,17 +61,10 @@ def inpaint_biharmonic(obs: Observation) -> np.ndarray:
     return _keep_known(obs, filled.astype(np.float32))
 
 
-def estimated_sigma(image: np.ndarray) -> float:
-    """The noise std (0–1 scale) estimated from the image by wavelet MAD (scikit-image)."""
-    from skimage.restoration import estimate_sigma
-
-    return float(estimate_sigma(image, channel_axis=-1, average_sigmas=True))
-
-
 def denoise_nlm(obs: Observation) -> np.ndarray:
     from skimage.restoration import denoise_nl_means
 
-    sigma = estimated_sigma(obs.image)
+    sigma = estimate_noise(obs.image)
     out = denoise_nl_means(
         obs.image,
         h=NLM_H * sigma,
@@ -86,7 +80,7 @@ def denoise_nlm(obs: Observation) -> np.ndarray:
 def denoise_bm3d(obs: Observation) -> np.ndarray:
     import bm3d
 
-    sigma = estimated_sigma(obs.image)
+    sigma = estimate_noise(obs.image)
     image = obs.image.astype(np.float64)
     if image.shape[2] == 3:
         out = bm3d.bm3d_rgb(image, sigma)

@@ -68,6 +68,9 @@ class OptimConfig:
     precision: str = "fp32"  # "fp32", or "bf16" (autocast; fast on CPUs with AVX-512 BF16)
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
     log_every: int = 10  # steps between history entries and on_step calls
+    # "noise" (denoising): stop once the output is no closer to the noisy input than the noise
+    # level estimated from it (the discrepancy principle); "none": run every step
+    early_stop: str = "none"
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ def validate(config: Config) -> None:
     _choice("loss.alpha_ramp", lo.alpha_ramp, ("none", "sigmoid"))
     _choice("optim.schedule", o.schedule, ("joint", "alternate"))
     _choice("optim.precision", o.precision, ("fp32", "bf16"))
+    _choice("optim.early_stop", o.early_stop, ("none", "noise"))
     p = m.patches
     if p.size < 1 or p.size % 2 == 0:
         raise ValueError(f"model.patches.size must be a positive odd number; got {p.size}")

@@ -18,7 +18,7 @@ import torch
 from knitwork.config import Config
 from knitwork.kernels import LearnedDownsampler, downsample, lr_coordinates
 from knitwork.losses import Targets, discriminator_loss, generator_losses
-from knitwork.metrics import psnr
+from knitwork.metrics import estimate_noise, psnr
 from knitwork.model import Knitwork, count_parameters, pixel_grid
 from knitwork.patches import describe, in_image, patch_stack
 from knitwork.tasks import Observation
@@ -41,10 +41,11 @@ class FitResult:
     seconds: float  # wall-clock time of the optimisation loop
     history: list[dict[str, float]] = field(default_factory=list)
     scale: int = 1  # super-resolution factor (the result is scale × the input's size)
+    stopped_at: int | None = None  # the step an early stop ended the fit at, if it did
 
     @property
     def steps(self) -> int:
-        return self.config.optim.steps
+        return self.stopped_at or self.config.optim.steps
 
     @property
     def parameters(self) -> int:
@@ -229,6 +230,18 @@ class Trainer:
         return terms, pixels
 
 
+def noise_floor(observation: Observation, config: Config) -> float | None:
+    """The residual RMS at which a denoising fit stops (``optim.early_stop: noise``): the noise
+    level estimated from the noisy image, which the clean image would sit at."""
+    if config.optim.early_stop != "noise" or observation.task != "denoise":
+        return None
+    return estimate_noise(observation.image)
+
+
+def _residual_rms(pixels: torch.Tensor, observed: torch.Tensor) -> float:
+    return float((pixels.clamp(0, 1) - observed).pow(2).mean().sqrt())
+
+
 def fit(
     observation: Observation,
     config: Config,
@@ -249,11 +262,16 @@ def fit(
     h, w = observation.output_shape
     history: list[dict[str, float]] = []
     steps, every = config.optim.steps, config.optim.log_every
+    floor, stopped_at = noise_floor(observation, config), None
+    if floor is not None:
+        observed = torch.from_numpy(observation.image).reshape(h * w, c).to(trainer.device)
     start = time.perf_counter()
     for step in range(steps):
         terms, pixels = trainer.step(step)
         done = step + 1
-        if done % every == 0 or done == steps:
+        if floor is not None and pixels is not None and _residual_rms(pixels, observed) <= floor:
+            stopped_at = done
+        if done % every == 0 or done == steps or stopped_at:
             entry = {"step": float(done), **{k: float(v.detach()) for k, v in terms.items()}}
             if ground_truth is not None and pixels is not None and len(pixels) == h * w:
                 current = pixels.clamp(0, 1).view(h, w, c).cpu().numpy()
@@ -261,6 +279,8 @@ def fit(
             history.append(entry)
             if on_step is not None:
                 on_step(done, entry)
+        if stopped_at:
+            break
     seconds = time.perf_counter() - start
     model = trainer.model.cpu().eval()
     raw = model.render(h, w).clamp(0, 1).numpy()
@@ -268,7 +288,16 @@ def fit(
     if keep_known and observation.task == "inpaint":
         image[observation.known] = observation.image[observation.known]
     return FitResult(
-        image, raw, model, config, observation.task, seed, seconds, history, observation.scale
+        image,
+        raw,
+        model,
+        config,
+        observation.task,
+        seed,
+        seconds,
+        history,
+        observation.scale,
+        stopped_at,
     )
 
 

@@ -49,3 +49,10 @@ def evaluate(
         "psnr_hole": psnr(restored, truth, hole) if has_hole else None,
         "ssim_hole": ssim(restored, truth, hole) if has_hole else None,
     }
+
+
+def estimate_noise(image: np.ndarray) -> float:
+    """The std of white noise in ``image`` (0–1 scale), by wavelet MAD (scikit-image)."""
+    from skimage.restoration import estimate_sigma
+
+    return float(estimate_sigma(_as_hwc(image), channel_axis=-1, average_sigmas=True))

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from knitwork.classical import CLASSICAL, classical, estimated_sigma
-from knitwork.metrics import psnr
+from knitwork.classical import CLASSICAL, classical
+from knitwork.metrics import estimate_noise, psnr
 from knitwork.tasks import degrade, naive_restoration
 from tests.conftest import example_image
 
@@ -36,7 +36,7 @@ def test_noise_level_is_estimated_not_given():
     clean = example_image("head", 64)
     for sigma in (10, 40):
         obs = degrade("denoise", clean, seed=1, sigma=sigma)
-        assert estimated_sigma(obs.image) * 255 == pytest.approx(sigma, rel=0.3)
+        assert estimate_noise(obs.image) * 255 == pytest.approx(sigma, rel=0.3)
 
 
 def test_bicubic_beats_nearest_neighbour():

@@ -11,7 +11,7 @@ import pytest
 from knitwork.checkpoint import load_model, render, save_model
 from knitwork.config import Config, LossConfig, OptimConfig, as_baseline
 from knitwork.fit import NonFiniteLossError, fit
-from knitwork.metrics import psnr
+from knitwork.metrics import estimate_noise, psnr
 from knitwork.presets import PRESETS, get_preset
 from knitwork.tasks import degrade, naive_restoration
 from tests.conftest import example_image, shrink
@@ -36,6 +36,21 @@ def test_tiny_denoising_fit_beats_the_noisy_input(tiny):
     reference = psnr(obs.image, tiny)
     restored = psnr(result.image, tiny)
     assert restored > reference + 0.5, (restored, reference)
+
+
+def test_noise_early_stop_ends_the_fit_at_the_noise_level(tiny):
+    obs = degrade("denoise", tiny, seed=3, sigma=40)
+    base = get_preset("fast-denoise").with_steps(400)
+    stopping = base.replace(optim=dataclasses.replace(base.optim, early_stop="noise"))
+    stopped, full = fit(obs, stopping, seed=0), fit(obs, base, seed=0)
+    assert full.stopped_at is None and full.steps == 400
+    assert stopped.stopped_at is not None and stopped.steps == stopped.stopped_at < 400
+    assert stopped.history[-1]["step"] == stopped.stopped_at
+    # it stopped where the output came within the estimated noise of the noisy input
+    residual = float(np.sqrt(np.mean((stopped.raw - obs.image) ** 2)))
+    assert residual == pytest.approx(estimate_noise(obs.image), rel=0.15)
+    # and a tiny image fitted for the whole budget has fitted the noise instead
+    assert psnr(stopped.image, tiny) > psnr(full.image, tiny) + 1
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
