@@ -8,7 +8,7 @@ DEMO   := out/demo
 CHROMIUM := /usr/bin/chromium
 SUDO     := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup demo test lint browser bench clean
+.PHONY: setup demo test lint browser bench bench-quality clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ bench: setup  ## CPU benchmarks (about an hour): docs/benchmarks/*.md
 	$(BIN)/python benchmarks/sr.py
 	$(BIN)/python benchmarks/precision.py
 	$(BIN)/python benchmarks/restore.py
+
+bench-quality: setup  ## the quality benchmark beside the paper's tables (hours on a CPU): docs/benchmarks/quality.md
+	$(BIN)/python benchmarks/quality.py run
+	$(BIN)/python benchmarks/quality.py report
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache
