@@ -67,6 +67,12 @@ def add_cluster_options(p: argparse.ArgumentParser, experiment: str) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def cluster_settings(args: argparse.Namespace) -> dict:
+    """The values of `add_cluster_options` (but --quiet and --no-tracking), as keywords."""
+    names = ("address", "cpus_per_task", "gpus_per_task", "max_in_flight", "max_retries")
+    return {name: getattr(args, name) for name in (*names, "experiment", "s3_endpoint_url")}
+
+
 def run_restore(args: argparse.Namespace) -> int:
     from knitwork.cli import resolve_config
     from pipeline.driver import RestoreOptions, restore, summary_table
@@ -88,13 +94,7 @@ def run_restore(args: argparse.Namespace) -> int:
         kernel=args.kernel,
         degrade_kernel=args.degrade_kernel,
         overwrite=args.overwrite,
-        address=args.address,
-        cpus_per_task=args.cpus_per_task,
-        gpus_per_task=args.gpus_per_task,
-        max_in_flight=args.max_in_flight,
-        max_retries=args.max_retries,
-        experiment=args.experiment,
-        s3_endpoint_url=args.s3_endpoint_url,
+        **cluster_settings(args),
         max_pixels=args.max_pixels,
         progress=not args.quiet,
         track=not args.no_tracking,
@@ -183,13 +183,7 @@ def run_bench_quality(args: argparse.Namespace) -> int:
         methods=methods,
         settings=settings,
         json_path=args.json,
-        address=args.address,
-        cpus_per_task=args.cpus_per_task,
-        gpus_per_task=args.gpus_per_task,
-        max_in_flight=args.max_in_flight,
-        max_retries=args.max_retries,
-        experiment=args.experiment,
-        s3_endpoint_url=args.s3_endpoint_url,
+        **cluster_settings(args),
         progress=not args.quiet,
         track=not args.no_tracking,
     )
