@@ -284,9 +284,9 @@ def _intro() -> list[str]:
         "Commands: `python benchmarks/quality.py run --sets Set5 Set14 --max-side 64` (which runs "
         "`knitwork bench quality --suite SUITE --images ../shared/datasets/SET --max-side 64 "
         "--preset fast-SUITE ...` for each set and suite; the exact lines are in its source), then "
-        "`python benchmarks/quality.py report` (this file and the pictures). Set14 SR ran ×2 only "
-        "so far: the same command with `--settings x2/delta,x2/round,x2/diagonal` (a rerun "
-        "without it adds the ×4 rows).  ",
+        "`python benchmarks/quality.py report` (this file and the pictures). Set14 SR ran in two "
+        "goes: first with `--settings x2/delta,x2/round,x2/diagonal`, then without (which "
+        "resumed and added the ×4 rows).  ",
         f"Machine: {describe()}.  ",
         'Rows: [docs/benchmarks/quality/](quality/) (`{"rows": [...]}` per set and suite, one row '
         "per method, setting and image, with its parameters and seconds).",
