@@ -27,10 +27,12 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from knitwork.config import Config, as_baseline
-from knitwork.fit import Trainer, fit
+from knitwork.degradation import Degradation
+from knitwork.fit import fit
 from knitwork.metrics import evaluate, psnr
 from knitwork.presets import get_preset
-from knitwork.tasks import degrade, naive_restoration
+from knitwork.tasks import naive_restoration
+from knitwork.trainer import Trainer
 
 SR_MARK = "<!-- super-resolution rows: written by benchmarks/sr.py -->"
 SETTINGS = [("inpaint", 0.02), ("inpaint", 0.04), ("denoise", 20.0), ("denoise", 40.0)]
@@ -57,19 +59,19 @@ def matmul_gflops(repeats: int = 20) -> float:
 
 def step_cost(observation, config: Config, repeats: int = 5) -> tuple[float, float]:
     """(GFLOP per training step, seconds per step) at this image size."""
-    trainer = Trainer(observation, config, seed=0)
+    trainer = Trainer(observation, config.with_steps(repeats + 2), seed=0)
     with FlopCounterMode(display=False) as counter:
-        trainer.step(1)
-    trainer.step(2)
+        trainer.step()
+    trainer.step()
     start = time.perf_counter()
-    for i in range(repeats):
-        trainer.step(3 + i)
+    for _ in range(repeats):
+        trainer.step()
     return counter.get_total_flops() / 1e9, (time.perf_counter() - start) / repeats
 
 
 def run_one(clean, task, level, method, preset, steps_scale, seed):
     kwargs = {"fill_ratio": level} if task == "inpaint" else {"sigma": level}
-    obs = degrade(task, clean, seed=seed, **kwargs)
+    obs, _ = Degradation(task=task, **kwargs).apply(clean, seed)
     config = get_preset(preset)
     config = config.with_steps(max(1, round(config.optim.steps * steps_scale)))
     if method == "mlp":

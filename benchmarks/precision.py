@@ -19,10 +19,10 @@ from pathlib import Path
 from core import _f, load_reduced
 from machine import describe, publish
 
+from knitwork.degradation import Degradation
 from knitwork.fit import fit
 from knitwork.metrics import evaluate
 from knitwork.presets import get_preset
-from knitwork.tasks import degrade
 
 SETTINGS = [("inpaint", {"fill_ratio": 0.04}), ("denoise", {"sigma": 20.0})]
 
@@ -40,7 +40,7 @@ def main() -> None:
         base = get_preset(f"fast-{task}")
         for path in paths:
             clean = load_reduced(path, args.max_side)
-            obs = degrade(task, clean, seed=0, **degradation)
+            obs, _ = Degradation(task=task, **degradation).apply(clean, 0)
             hole = obs.hole if task == "inpaint" else None
             for precision in ("fp32", "bf16"):
                 optim = dataclasses.replace(base.optim, precision=precision)

@@ -11,8 +11,8 @@ import numpy as np
 from machine import describe, publish
 from PIL import Image, ImageDraw
 
+from knitwork.degradation import rectangular_hole
 from knitwork.io import load_image, save_image
-from knitwork.tasks import rectangular_hole
 from pipeline.bench import SUITES, methods_of
 
 NOTES_MARK = "<!-- notes: kept by quality.py report -->"

@@ -43,7 +43,9 @@ def make_images(folder: Path, count: int, size: int) -> None:
 
 
 def run_mode(mode: str, folder: Path, steps: int) -> dict:
+    from knitwork.degradation import Degradation
     from knitwork.presets import get_preset
+    from pipeline.cluster import ClusterOptions
     from pipeline.driver import RestoreOptions, image_seed, restore
     from pipeline.manifest import config_hash
     from pipeline.storage import open_storage
@@ -57,13 +59,13 @@ def run_mode(mode: str, folder: Path, steps: int) -> dict:
         src, dst = open_storage(str(source)), open_storage(str(target))
         for name in src.list_images():
             job = Job(
-                name,
-                src,
-                dst,
-                "inpaint",
-                config,
-                image_seed(0, name),
-                config_hash({}),
+                name=name,
+                input=src,
+                output=dst,
+                config=config,
+                degradation=Degradation(task="inpaint"),
+                seed=image_seed(0, name),
+                config_hash=config_hash({}),
                 synthetic=True,
             )
             assert process(job).record.status == "ok"
@@ -72,12 +74,12 @@ def run_mode(mode: str, folder: Path, steps: int) -> dict:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / f'mlflow-{mode}.db'}"
         cpus = 2.0 if mode == "ray-1" else 1.0
         options = RestoreOptions(
-            str(source),
-            str(target),
-            "inpaint",
-            config,
+            input=str(source),
+            output=str(target),
+            config=config,
+            degradation=Degradation(task="inpaint"),
             synthetic=True,
-            cpus_per_task=cpus,
+            cluster=ClusterOptions(cpus_per_task=cpus),
             progress=False,
         )
         summary = restore(options)

@@ -26,13 +26,15 @@ from core import SR_MARK, _f, load_reduced
 from machine import describe, publish
 
 from knitwork.config import as_baseline
+from knitwork.degradation import Degradation
 from knitwork.fit import fit
 from knitwork.io import save_image
 from knitwork.kernels import delta_kernel, gaussian_kernel
 from knitwork.metrics import evaluate
 from knitwork.presets import get_preset
 from knitwork.report import kernel_picture, learned_kernel, side_by_side
-from knitwork.tasks import crop_to_scale, degrade, naive_restoration
+from knitwork.tasks import crop_to_scale, naive_restoration
+from pipeline.bench import sr_kernel
 
 
 def kernels(scale: int) -> dict[str, np.ndarray]:
@@ -71,7 +73,10 @@ def main() -> None:
     for scale in (2, 4):
         for kname, kernel in kernels(scale).items():
             for name, clean in images.items():
-                obs = degrade("sr", clean, args.seed, scale=scale, kernel=kernel, blind=True)
+                spec = sr_kernel(kname, scale)
+                obs, _ = Degradation(task="sr", scale=scale, degrade_kernel=spec).apply(
+                    clean, args.seed
+                )
                 truth = crop_to_scale(clean, scale)
                 knit = fit(obs, config, seed=args.seed)
                 known = fit(dataclasses.replace(obs, kernel=kernel), config, seed=args.seed)

@@ -22,7 +22,7 @@ INPAINT_RADIUS = 5  # OpenCV: neighbourhood radius (pixels) considered around ea
 NLM_PATCH, NLM_DISTANCE, NLM_H = 5, 6, 0.8  # skimage's documented example: h = 0.8·σ̂
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Classical:
     name: str  # the row's ``method``
     params: str  # what a reader needs to rerun it
@@ -97,26 +97,42 @@ def upsample_bicubic(obs: Observation) -> np.ndarray:
 
 CLASSICAL: dict[str, tuple[Classical, ...]] = {
     "inpaint": (
-        Classical("biharmonic", "skimage.restoration.inpaint_biharmonic", inpaint_biharmonic),
         Classical(
-            "telea", f"cv2.inpaint INPAINT_TELEA radius {INPAINT_RADIUS}", _opencv("INPAINT_TELEA")
+            name="biharmonic",
+            params="skimage.restoration.inpaint_biharmonic",
+            restore=inpaint_biharmonic,
         ),
         Classical(
-            "navier-stokes",
-            f"cv2.inpaint INPAINT_NS radius {INPAINT_RADIUS}",
-            _opencv("INPAINT_NS"),
+            name="telea",
+            params=f"cv2.inpaint INPAINT_TELEA radius {INPAINT_RADIUS}",
+            restore=_opencv("INPAINT_TELEA"),
+        ),
+        Classical(
+            name="navier-stokes",
+            params=f"cv2.inpaint INPAINT_NS radius {INPAINT_RADIUS}",
+            restore=_opencv("INPAINT_NS"),
         ),
     ),
     "denoise": (
         Classical(
-            "nlm",
-            f"skimage denoise_nl_means, σ̂ estimated, h {NLM_H}·σ̂, patch {NLM_PATCH}, "
+            name="nlm",
+            params=f"skimage denoise_nl_means, σ̂ estimated, h {NLM_H}·σ̂, patch {NLM_PATCH}, "
             f"distance {NLM_DISTANCE}, fast mode",
-            denoise_nlm,
+            restore=denoise_nlm,
         ),
-        Classical("bm3d", "bm3d 4.0.3 bm3d_rgb, σ̂ estimated (wavelet MAD)", denoise_bm3d),
+        Classical(
+            name="bm3d",
+            params="bm3d 4.0.3 bm3d_rgb, σ̂ estimated (wavelet MAD)",
+            restore=denoise_bm3d,
+        ),
     ),
-    "sr": (Classical("bicubic", "Keys a = −0.5 on the LR sampling grid", upsample_bicubic),),
+    "sr": (
+        Classical(
+            name="bicubic",
+            params="Keys a = −0.5 on the LR sampling grid",
+            restore=upsample_bicubic,
+        ),
+    ),
 }
 
 

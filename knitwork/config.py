@@ -8,33 +8,101 @@ disagree, which choice the field encodes. Presets (``knitwork.presets``) are ins
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal
 
-TASKS = ("inpaint", "denoise", "sr")
+Task = Literal["inpaint", "denoise", "sr"]
+TASKS: tuple[str, ...] = typing.get_args(Task)
+Method = Literal["knitwork", "mlp"]
+ReconstructorKind = Literal["linear", "mlp", "none"]
+PixelLoss = Literal["l1", "mse"]
+Ramp = Literal["none", "sigmoid"]
+Schedule = Literal["joint", "alternate"]
+Precision = Literal["fp32", "bf16"]
+EarlyStop = Literal["none", "noise"]
 
 
-@dataclass(frozen=True)
-class EncodingConfig:
+class _Checked:
+    """Field checks at construction: a ``Literal`` field must hold one of its choices, a number
+    must be a number (YAML leaves ``1e-3`` as a string: accepted as 0.001), a tuple of ints a
+    tuple of ints. Errors name the field by its full dotted name (``SECTION``)."""
+
+    SECTION: ClassVar[str] = "config"
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            checked = _check_value(f"{self.SECTION}.{f.name}", hints[f.name], value)
+            if checked is not value:
+                object.__setattr__(self, f.name, checked)
+
+
+def _check_value(name: str, kind: Any, value: Any) -> Any:
+    if typing.get_origin(kind) is Literal:
+        choices = typing.get_args(kind)
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        return value
+    if kind in (int, float):
+        return _number(name, kind, value)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false; got {value!r}")
+        return value
+    if typing.get_origin(kind) is tuple:
+        if not isinstance(value, tuple | list):
+            raise ValueError(f"{name} must be a list of whole numbers; got {value!r}")
+        return tuple(_number(f"{name}[{i}]", int, v) for i, v in enumerate(value))
+    return value
+
+
+def _number(name: str, kind: type, value: Any) -> int | float:
+    """``value`` as ``kind``: numeric strings parsed, whole floats accepted as ints."""
+    original = value
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            value = None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number ({kind.__name__}); got {original!r}")
+    if kind is int:
+        if value != int(value):
+            raise ValueError(f"{name} must be a whole number; got {original!r}")
+        return int(value)
+    return float(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncodingConfig(_Checked):
+    SECTION: ClassVar[str] = "model.encoding"
+
     features: int = 256  # random Fourier frequencies; the MLP input has 2 × features values
     scale: float = 10.0  # std of the Gaussian frequency matrix B (authors: 10)
 
 
-@dataclass(frozen=True)
-class PatchConfig:
+@dataclass(frozen=True, kw_only=True)
+class PatchConfig(_Checked):
+    SECTION: ClassVar[str] = "model.patches"
+
     size: int = 3  # P: each scale predicts a P×P patch (odd; paper 3, authors' inpainting 5)
     scales: tuple[int, ...] = (1, 2, 4)  # dilation of each patch level; the first must be 1
     blur: bool = True  # Gaussian pre-blur at scales > 1: σ = scale, radius scale − 1 (authors)
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    method: str = "knitwork"  # "knitwork", or "mlp": the conventional coordinate-MLP baseline
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig(_Checked):
+    SECTION: ClassVar[str] = "model"
+
+    method: Method = "knitwork"  # "knitwork", or "mlp": the conventional coordinate-MLP baseline
     encoding: EncodingConfig = field(default_factory=EncodingConfig)
     patches: PatchConfig = field(default_factory=PatchConfig)
     hidden: int = 256  # width of the patch MLP (paper: 256)
     layers: int = 4  # linear layers of the patch MLP, output layer included (paper: 4)
-    reconstructor: str = "linear"  # "linear": deep linear net + sigmoid (authors); "mlp"; "none"
+    # "linear": the authors' deep linear net + sigmoid; "mlp": ReLU layers; "none": centre pixel
+    reconstructor: ReconstructorKind = "linear"
     reconstructor_width: int = 8  # hidden width of the reconstructor (authors: 8)
     reconstructor_depth: int = 8  # linear layers of the reconstructor (authors: 8)
     reconstructor_residual: bool = False  # add the net's output to the centre element's logit,
@@ -44,36 +112,40 @@ class ModelConfig:
     kernel_width: int = 64  # SR learned kernel: channels of the deep linear conv stack
 
 
-@dataclass(frozen=True)
-class LossConfig:
+@dataclass(frozen=True, kw_only=True)
+class LossConfig(_Checked):
+    SECTION: ClassVar[str] = "loss"
+
     alpha: float = 1e-2  # weight of the cross-patch consistency loss (eq. 2)
     beta: float = 1.0  # weight of the reconstructed-pixel loss (eq. 3)
     gamma: float = 1e-3  # weight of the generator's GAN loss; 0 switches the discriminator off
-    pixel: str = "l1"  # pixel loss: "l1" (paper) or "mse" (authors' code)
+    pixel: PixelLoss = "l1"  # pixel loss: "l1" (paper) or "mse" (authors' code)
     kernel_sum: float = 1.0  # SR, learned kernel: weight of the (Σk − 1)² penalty
     kernel_spread: float = 0.0  # SR, learned kernel: weight of Σ|k|·d²/R² (compactness)
     label_smoothing: float = 0.1  # one-sided: real patches get the label 1 − this (paper: 0.1)
-    alpha_ramp: str = "none"  # "none", or "sigmoid": α·sigmoid((step − mid) / width)
+    alpha_ramp: Ramp = "none"  # "none", or "sigmoid": α·sigmoid((step − mid) / width)
     alpha_ramp_mid: int = 1000  # step at which the sigmoid ramp reaches α/2 (authors: 1000)
     alpha_ramp_width: float = 100.0  # steps per unit of the sigmoid's argument
 
 
-@dataclass(frozen=True)
-class OptimConfig:
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig(_Checked):
+    SECTION: ClassVar[str] = "optim"
+
     steps: int = 1000  # full-grid iterations
     lr: float = 1e-3  # Adam learning rate of the patch MLP and the reconstructor
     d_lr: float = 1e-3  # Adam learning rate of the discriminator
     d_steps: int = 1  # discriminator updates per iteration that updates it
-    schedule: str = "joint"  # "joint": D then G every step; "alternate": D on even, G on odd steps
-    precision: str = "fp32"  # "fp32", or "bf16" (autocast; fast on CPUs with AVX-512 BF16)
+    schedule: Schedule = "joint"  # "joint": D then G every step; "alternate": D even, G odd
+    precision: Precision = "fp32"  # "fp32", or "bf16" (autocast; fast on CPUs with AVX-512 BF16)
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
     log_every: int = 10  # steps between history entries and on_step calls
     # "noise" (denoising): stop once the output is no closer to the noisy input than the noise
     # level estimated from it (the discrepancy principle); "none": run every step
-    early_stop: str = "none"
+    early_stop: EarlyStop = "none"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -96,6 +168,9 @@ class Config:
     def with_steps(self, steps: int) -> Config:
         return self.replace(optim=dataclasses.replace(self.optim, steps=steps))
 
+    def with_device(self, device: str) -> Config:
+        return self.replace(optim=dataclasses.replace(self.optim, device=device))
+
 
 def as_baseline(config: Config) -> Config:
     """The conventional coordinate MLP (the paper's "MLP" column) on the same encoding and budget.
@@ -113,21 +188,9 @@ def as_baseline(config: Config) -> Config:
     return config.replace(model=model, loss=loss)
 
 
-def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-
-
 def validate(config: Config) -> None:
     """Raise ValueError naming the field when a configuration cannot work."""
     m, lo, o = config.model, config.loss, config.optim
-    _choice("model.method", m.method, ("knitwork", "mlp"))
-    _choice("model.reconstructor", m.reconstructor, ("linear", "mlp", "none"))
-    _choice("loss.pixel", lo.pixel, ("l1", "mse"))
-    _choice("loss.alpha_ramp", lo.alpha_ramp, ("none", "sigmoid"))
-    _choice("optim.schedule", o.schedule, ("joint", "alternate"))
-    _choice("optim.precision", o.precision, ("fp32", "bf16"))
-    _choice("optim.early_stop", o.early_stop, ("none", "noise"))
     p = m.patches
     if p.size < 1 or p.size % 2 == 0:
         raise ValueError(f"model.patches.size must be a positive odd number; got {p.size}")

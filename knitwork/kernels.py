@@ -106,18 +106,37 @@ def lr_coordinates(height: int, width: int, scale: int) -> torch.Tensor:
     return torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)
 
 
-def bicubic_upsample(low: np.ndarray, scale: int) -> np.ndarray:
-    """(h, w, C) → (r·h, r·w, C) bicubic interpolation on the same sampling grid as the
-    degradation (LR pixel i on HR pixel r·i), clipped to [0, 1]."""
-    h, w, _ = low.shape
-    image = torch.from_numpy(np.ascontiguousarray(low)).permute(2, 0, 1).unsqueeze(0)
-    rows = torch.arange(h * scale, dtype=torch.float32) / scale  # in LR pixel units
-    cols = torch.arange(w * scale, dtype=torch.float32) / scale
-    gy = 2 * rows / max(h - 1, 1) - 1
-    gx = 2 * cols / max(w - 1, 1) - 1
-    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1).unsqueeze(0)
-    up = F.grid_sample(image, grid, mode="bicubic", padding_mode="border", align_corners=True)
-    return up.squeeze(0).permute(1, 2, 0).clamp(0, 1).numpy()
+def keys_cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
+    """Keys' cubic convolution kernel W(x); a = −0.5 (MATLAB's imresize) reproduces quadratics
+    exactly, unlike a = −0.75 (torch's and OpenCV's bicubic)."""
+    x = np.abs(x)
+    near = ((a + 2) * x - (a + 3)) * x * x + 1  # |x| ≤ 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a  # 1 < |x| < 2
+    return np.where(x <= 1, near, np.where(x < 2, far, 0.0))
+
+
+def _cubic_taps(n_low: int, scale: int, a: float) -> tuple[np.ndarray, np.ndarray]:
+    """For each of the r·n HR positions y (LR position t = y / r): the 4 LR indices around t,
+    clamped to the image (edge replication), and their Keys weights. Both (4, r·n)."""
+    t = np.arange(n_low * scale, dtype=np.float64) / scale
+    base = np.floor(t)
+    offsets = np.arange(-1, 3, dtype=np.float64)[:, None]  # taps at ⌊t⌋ − 1 … ⌊t⌋ + 2
+    weights = keys_cubic(t - (base + offsets), a)
+    index = np.clip(base + offsets, 0, n_low - 1).astype(np.int64)
+    return index, weights
+
+
+def bicubic_upsample(low: np.ndarray, scale: int, a: float = -0.5) -> np.ndarray:
+    """(h, w, C) → (r·h, r·w, C) float32 bicubic interpolation: Keys' cubic convolution with
+    a = −0.5 by default, separable, on the same sampling grid as the degradation (LR pixel i on
+    HR pixel r·i, so HR pixel y samples LR position y / r), borders by edge replication,
+    clipped to [0, 1]. ``a = -0.75`` gives torch's ``grid_sample(mode="bicubic")`` instead."""
+    low = np.asarray(low, dtype=np.float64)
+    row_index, row_weights = _cubic_taps(low.shape[0], scale, a)
+    col_index, col_weights = _cubic_taps(low.shape[1], scale, a)
+    rows = sum(w[:, None, None] * low[i] for i, w in zip(row_index, row_weights, strict=True))
+    up = sum(w[None, :, None] * rows[:, i] for i, w in zip(col_index, col_weights, strict=True))
+    return np.clip(up, 0, 1).astype(np.float32)
 
 
 class LearnedDownsampler(nn.Module):

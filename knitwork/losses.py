@@ -78,18 +78,18 @@ def alpha_at(step: int, config: LossConfig) -> float:
     return config.alpha / (1.0 + math.exp(-max(min(z, 60.0), -60.0)))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Targets:
     """Everything a fit compares against, built once from the observation."""
 
-    stacks: torch.Tensor | None  # (N, C, S, P, P) observed stacks (zeros where unknown); SR: None
-    stack_known: torch.Tensor | None  # (N, S, P, P) which stack elements are observed
-    colours: torch.Tensor | None  # (N, C) observed pixel colours; SR: None
-    pixel_known: torch.Tensor | None  # (N,) which pixels are observed
     real: torch.Tensor  # (R, C·S·P·P) fully observed stacks: the discriminator's real set
     full: torch.Tensor  # (N,) stacks lying wholly inside the image: the fakes it is shown
     height: int  # of the grid the field is predicted on (SR: the high-resolution grid)
     width: int
+    stacks: torch.Tensor | None = None  # (N, C, S, P, P) observed stacks (0 where unknown)
+    stack_known: torch.Tensor | None = None  # (N, S, P, P) which stack elements are observed
+    colours: torch.Tensor | None = None  # (N, C) observed pixel colours
+    pixel_known: torch.Tensor | None = None  # (N,) which pixels are observed
     low_res: torch.Tensor | None = None  # SR: (C, h, w) the observed low-resolution image
 
 

@@ -16,7 +16,10 @@ import torch
 from torch import nn
 
 from knitwork.config import ModelConfig
+from knitwork.kernels import LearnedDownsampler
 from knitwork.patches import centre_index, stack_width
+
+RENDER_CHUNK = 65536  # coordinates per forward pass when drawing an image
 
 
 def pixel_grid(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
@@ -111,21 +114,43 @@ class Discriminator(nn.Module):
 
 
 class Knitwork(nn.Module):
-    """The whole model. ``discriminator`` is None when the GAN term is off (γ = 0)."""
+    """The whole model. ``discriminator`` is None when the GAN term is off (γ = 0);
+    ``downsampler`` is the learned kernel of blind super-resolution (``kernel_scale``), else
+    None. ``structure()`` gives the construction arguments, which a checkpoint stores."""
 
     def __init__(
-        self, config: ModelConfig, channels: int, seed: int, discriminator: bool = True
+        self,
+        config: ModelConfig,
+        *,
+        channels: int,
+        seed: int,
+        discriminator: bool = True,
+        kernel_scale: int | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.channels = channels
+        self.seed = seed
         self.encoding = FourierFeatures(config.encoding.features, config.encoding.scale, seed)
         self.patch_mlp = PatchMLP(config, channels)
         self.reconstructor = (
             None if config.reconstructor == "none" else Reconstructor(config, channels)
         )
         self.discriminator = Discriminator(config, channels) if discriminator else None
-        self.downsampler: nn.Module | None = None  # SR with a learned kernel sets it
+        self.downsampler = (
+            LearnedDownsampler(config.kernel_layers, config.kernel_width, kernel_scale)
+            if kernel_scale is not None
+            else None
+        )
+
+    def structure(self) -> dict:
+        """Keyword arguments that rebuild this model's shape (with its ``config``)."""
+        return {
+            "channels": self.channels,
+            "seed": self.seed,
+            "discriminator": self.discriminator is not None,
+            "kernel_scale": None if self.downsampler is None else self.downsampler.scale,
+        }
 
     def generator_parameters(self) -> list[nn.Parameter]:
         params = list(self.patch_mlp.parameters())
@@ -143,7 +168,7 @@ class Knitwork(nn.Module):
         return self.reconstructor(field)
 
     @torch.no_grad()
-    def render(self, height: int, width: int, chunk: int = 65536) -> torch.Tensor:
+    def render(self, height: int, width: int, chunk: int = RENDER_CHUNK) -> torch.Tensor:
         """(H, W, C) image at any resolution, in chunks of ``chunk`` coordinates."""
         device = self.encoding.B.device
         coords = pixel_grid(height, width, device)

@@ -35,6 +35,8 @@ from knitwork.io import atomic_file
 # The authors' inpainting losses, rewritten for our mean reductions: their consistency sums
 # 50 per-offset means (5×5 patches, 2 scales) and their reconstruction sums over RGB, so with
 # the whole loss divided by 3 (Adam is invariant to that) α = 1e-5·50/3, β = 1/3, γ = 1e-4/3.
+# β = 1/3 is their pixel weight 1 on their pixel loss, an MSE, so the pixel loss here is "mse"
+# too (the paper's L1 is not a constant multiple of the MSE: no β would convert it).
 _PAPER_INPAINT = Config(
     model=ModelConfig(
         patches=PatchConfig(size=5, scales=(1, 8), blur=True),
@@ -44,7 +46,7 @@ _PAPER_INPAINT = Config(
         alpha=1e-5 * 50 / 3,
         beta=1 / 3,
         gamma=1e-4 / 3,
-        pixel="l1",
+        pixel="mse",
         label_smoothing=0.1,
         alpha_ramp="sigmoid",
         alpha_ramp_mid=1000,
@@ -54,10 +56,11 @@ _PAPER_INPAINT = Config(
 )
 
 # No denoising notebook is published: the paper's 3×3 patches, the authors' SR scales 1, 2, 4
-# (27 offsets), their code's default learning rate, and the inpainting loss weights.
+# (27 offsets), their code's default learning rate, and the inpainting loss weights (β = 1/3
+# on their MSE pixel loss, as in paper-inpaint).
 _PAPER_DENOISE = Config(
     model=ModelConfig(patches=PatchConfig(size=3, scales=(1, 2, 4)), reconstructor="linear"),
-    loss=LossConfig(alpha=1e-5 * 27 / 3, beta=1 / 3, gamma=1e-4 / 3, pixel="l1"),
+    loss=LossConfig(alpha=1e-5 * 27 / 3, beta=1 / 3, gamma=1e-4 / 3, pixel="mse"),
     optim=OptimConfig(steps=4000, lr=1e-3, d_lr=1e-3, log_every=50),
 )
 
@@ -88,10 +91,12 @@ _FAST_DENOISE = Config(
 
 # The authors' SR notebook: 3×3 patches at scales 1, 2, 4, consistency 1e-2 on a sum of 27
 # per-offset means (our mean: 0.27), non-saturating GAN 1e-2, the downsampling MSE times the
-# image height (≈ 100 here), alternating D/G steps. Divided by 100 (Adam does not see it):
+# image height (≈ 100 here), alternating D/G steps. Divided by 100 (Adam does not see it).
+# In SR β weighs the downsampling MSE, not a pixel loss; pixel="mse" only keeps every paper-*
+# preset on the authors' pixel loss.
 _PAPER_SR = Config(
     model=ModelConfig(patches=PatchConfig(size=3, scales=(1, 2, 4)), reconstructor="linear"),
-    loss=LossConfig(alpha=2.7e-3, beta=1.0, gamma=1e-4, pixel="l1", kernel_sum=1.0),
+    loss=LossConfig(alpha=2.7e-3, beta=1.0, gamma=1e-4, pixel="mse", kernel_sum=1.0),
     optim=OptimConfig(steps=4000, lr=1e-3, d_lr=1e-3, schedule="alternate", log_every=50),
 )
 

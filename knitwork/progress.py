@@ -7,7 +7,20 @@ from collections.abc import Callable
 
 from tqdm import tqdm
 
-_ORDER = ("total", "recon", "consistency", "pixel", "gan", "discriminator", "psnr")
+# Generator terms in eq. 4's order (SR's β term "down" beside "pixel", then its learned-kernel
+# penalties), the discriminator, then the quality metric.
+_ORDER = (
+    "total",
+    "recon",
+    "consistency",
+    "pixel",
+    "down",
+    "gan",
+    "kernel",
+    "kernel_spread",
+    "discriminator",
+    "psnr",
+)
 
 
 def progress_callback(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from knitwork.fit import FitResult, finite_or_none
 from knitwork.metrics import evaluate, psnr
 from knitwork.tasks import Observation, naive_restoration
+from knitwork.trainer import FitResult, finite_or_none
 
 
 def fit_metrics(result: FitResult, obs: Observation, truth: np.ndarray | None) -> dict:

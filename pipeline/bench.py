@@ -18,32 +18,29 @@ import json
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
 import numpy as np
 
 from knitwork.classical import CLASSICAL, classical
 from knitwork.config import Config, as_baseline
+from knitwork.degradation import Degradation
 from knitwork.fit import fit
-from knitwork.io import reduce_to
+from knitwork.io import DEFAULT_MAX_PIXELS, decode_image, encode_image, reduce_to
 from knitwork.metrics import evaluate
-from knitwork.tasks import degrade, sr_observation
 from pipeline.manifest import config_hash
 from pipeline.storage import NotFound, Storage, StorageError
-from pipeline.worker import decode, encode
 
 ROWS_NAME = "rows.jsonl"
 NEURAL = ("knitwork", "mlp")
+PNG = ".png"  # restored images, inputs and truths are written as PNG
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Setting:
     name: str  # the row's ``setting``: fill=0.02, sigma=20, x4/diagonal
-    fill_ratio: float = 0.02
-    sigma: float = 25.0
-    scale: int = 1
-    kernel: str = "delta"  # sr: the degradation kernel, as a knitwork.kernels spec
+    degradation: Degradation  # how the clean image is degraded (SR: the kernel is learned)
 
 
 def sr_kernel(kind: str, scale: int) -> str:
@@ -57,10 +54,19 @@ def sr_kernel(kind: str, scale: int) -> str:
 
 
 SUITES: dict[str, tuple[Setting, ...]] = {
-    "inpaint": tuple(Setting(f"fill={f:g}", fill_ratio=f) for f in (0.01, 0.02, 0.04)),
-    "denoise": tuple(Setting(f"sigma={s:g}", sigma=float(s)) for s in (10, 20, 40)),
+    "inpaint": tuple(
+        Setting(name=f"fill={f:g}", degradation=Degradation(task="inpaint", fill_ratio=f))
+        for f in (0.01, 0.02, 0.04)
+    ),
+    "denoise": tuple(
+        Setting(name=f"sigma={s:g}", degradation=Degradation(task="denoise", sigma=float(s)))
+        for s in (10, 20, 40)
+    ),
     "sr": tuple(
-        Setting(f"x{r}/{k}", scale=r, kernel=sr_kernel(k, r))
+        Setting(
+            name=f"x{r}/{k}",
+            degradation=Degradation(task="sr", scale=r, degrade_kernel=sr_kernel(k, r)),
+        )
         for r in (2, 4)
         for k in ("delta", "round", "diagonal")
     ),
@@ -71,34 +77,26 @@ def methods_of(suite: str) -> tuple[str, ...]:
     return NEURAL + tuple(m.name for m in CLASSICAL[suite])
 
 
-def observation(suite: str, setting: Setting, clean: np.ndarray, seed: int):
-    """The degraded observation of a clean image under ``setting``, and its ground truth."""
-    if suite == "sr":
-        return sr_observation(clean, setting.scale, "learned", True, seed, setting.kernel)
-    obs = degrade(suite, clean, seed, fill_ratio=setting.fill_ratio, sigma=setting.sigma)
-    return obs, clean
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BenchItem:
     """One Ray task: the methods to run on one image under one setting."""
 
     suite: str
-    image: str  # relative name in ``source``
-    setting: Setting
-    methods: tuple[str, ...]  # one neural method, or classical ones
-    digests: dict[str, str]  # method → hash of what decides its row
     source: Storage
     output: Storage
-    seed: int
-    max_side: int | None
-    config: Config | None = None  # the Knitwork's config (the MLP's is derived from it)
-    max_pixels: int = 50_000_000
+    max_side: int | None  # images downscaled to this longest side first
+    config: Config  # the Knitwork's config (the MLP's is derived from it)
+    setting: Setting | None = None
+    image: str = ""  # relative name in ``source``
+    methods: tuple[str, ...] = ()  # one neural method, or classical ones
+    digests: dict[str, str] = field(default_factory=dict)  # method → hash of its row's inputs
+    seed: int = 0
+    max_pixels: int = DEFAULT_MAX_PIXELS
     threads: int | None = None
     write_inputs: bool = False  # also write the degraded input and the ground truth
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RowOutcome:
     row: dict
     history: list[dict[str, float]] = field(default_factory=list)
@@ -155,10 +153,9 @@ def run_item(item: BenchItem) -> list[RowOutcome]:
         torch.set_num_threads(item.threads)
     try:
         data = item.source.read(item.image)
-        clean = reduce_to(
-            decode(data, item.source.join(item.image), item.max_pixels).pixels, item.max_side
-        )
-        obs, truth = observation(item.suite, item.setting, clean, item.seed)
+        loaded = decode_image(data, item.source.join(item.image), item.max_pixels)
+        clean = reduce_to(loaded.pixels, item.max_side)
+        obs, truth = item.setting.degradation.apply(clean, item.seed)
     except StorageError as err:
         if not isinstance(err, NotFound):
             raise  # transient: Ray retries the task
@@ -167,8 +164,8 @@ def run_item(item: BenchItem) -> list[RowOutcome]:
         return [failed_row(item, m, err) for m in item.methods]
     if item.write_inputs:
         shown = obs.image
-        item.output.write(output_name(item.setting, "input", item.image), encode(shown, "x.png"))
-        item.output.write(output_name(item.setting, "truth", item.image), encode(truth, "x.png"))
+        item.output.write(output_name(item.setting, "input", item.image), encode_image(shown, PNG))
+        item.output.write(output_name(item.setting, "truth", item.image), encode_image(truth, PNG))
     return [_run_method(item, method, obs, truth) for method in item.methods]
 
 
@@ -182,7 +179,7 @@ def _run_method(item: BenchItem, method: str, obs, truth) -> RowOutcome:
             restored, extra, history = tool.restore(obs), {"params": tool.params}, []
         row |= extra | _scores(restored, truth, obs)
         row["seconds"] = round(time.perf_counter() - start, 3)
-        png = encode(restored, "x.png")
+        png = encode_image(restored, PNG)
         item.output.write(row["output"], png)
     except StorageError:
         raise
@@ -190,13 +187,13 @@ def _run_method(item: BenchItem, method: str, obs, truth) -> RowOutcome:
         return failed_row(item, method, err, row)
     row["status"] = "ok"
     row["height"], row["width"] = restored.shape[:2]
-    return RowOutcome(row, history, {"restored.png": png})
+    return RowOutcome(row=row, history=history, artifacts={"restored.png": png})
 
 
 def failed_row(item: BenchItem, method: str, err: Exception, row: dict | None = None) -> RowOutcome:
     row = row or base_row(item, method)
     row["error"] = f"{type(err).__name__}: {err}".splitlines()[0]
-    return RowOutcome(row)
+    return RowOutcome(row=row)
 
 
 def row_key(row: dict) -> tuple[str, str, str]:
@@ -234,8 +231,20 @@ def digest(
         what = (config if method == "knitwork" else as_baseline(config)).to_dict()
     else:
         what = classical(suite, method).params
-    payload = {"method": method, "what": what, "setting": asdict(setting), "seed": seed}
+    payload = {"method": method, "what": what, "setting": _setting_payload(setting), "seed": seed}
     return config_hash(payload | {"max_side": max_side, "suite": suite})
+
+
+def _setting_payload(setting: Setting) -> dict:
+    """A setting as its row hashes have always seen it (name, fill, sigma, scale, kernel)."""
+    d = setting.degradation
+    return {
+        "name": setting.name,
+        "fill_ratio": d.fill_ratio,
+        "sigma": d.sigma,
+        "scale": d.scale if d.task == "sr" else 1,
+        "kernel": d.truth_kernel if d.task == "sr" else "delta",
+    }
 
 
 def plan_items(

@@ -4,7 +4,6 @@ in MLflow and ``OUTPUT/rows.jsonl``, print the table, write ``{"rows": [...]}`` 
 from __future__ import annotations
 
 import json
-import re
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -25,40 +24,34 @@ from pipeline.bench import (
     row_key,
     run_item,
 )
-from pipeline.driver import (
-    Progress,
-    code_version,
-    connect_ray,
-    image_seed,
+from pipeline.cluster import (
+    ClusterOptions,
+    connect,
     in_flight_limit,
-    on_cpu,
-    refuse_nested,
+    pin_to_cpu,
     submit_all,
     task_options,
 )
+from pipeline.driver import Progress, code_version, image_seed, refuse_nested
 from pipeline.storage import IMAGE_EXTENSIONS, StorageError, open_storage
-from pipeline.tracking import Tracker, flatten, tracking_uri
+from pipeline.tracking import Tracker, flatten, metric_key, tracking_uri
 
 SCORES = ("psnr", "ssim", "psnr_hole", "ssim_hole", "seconds")
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class BenchOptions:
-    suite: str
-    images: str
-    output: str
+    suite: str  # inpaint, denoise or sr
+    images: str  # clean images: folder or s3:// URI
+    output: str  # rows.jsonl and the restored images
     config: Config  # the Knitwork's; the MLP baseline uses the same budget (as_baseline)
     preset: str = ""
-    max_side: int | None = None
-    seed: int = 0
+    max_side: int | None = None  # images downscaled to this longest side first
+    seed: int = 0  # base seed of the degradations
     methods: tuple[str, ...] | None = None  # None: every method of the suite
     settings: tuple[str, ...] | None = None  # None: every setting of the suite
     json_path: str | None = None
-    address: str | None = None
-    cpus_per_task: float = 1.0
-    gpus_per_task: float = 0.0
-    max_in_flight: int | None = None
-    max_retries: int = 2
+    cluster: ClusterOptions = field(default_factory=ClusterOptions)
     experiment: str | None = None
     s3_endpoint_url: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -66,7 +59,7 @@ class BenchOptions:
     track: bool = True
 
 
-@dataclass
+@dataclass(kw_only=True)
 class BenchSummary:
     rows: list[dict] = field(default_factory=list)  # every row of this bench, done or not
     ran: int = 0  # rows computed by this run (the others were already in rows.jsonl)
@@ -114,11 +107,6 @@ def _read_rows(target) -> dict:
     return parse_rows(target.read(ROWS_NAME).decode("utf-8"), target.join(ROWS_NAME))
 
 
-def _metric_name(*parts: str) -> str:
-    """An MLflow-safe metric name (no '=', which MLflow refuses)."""
-    return "/".join(re.sub(r"[^\w./ -]", "_", p) for p in parts)
-
-
 class _Recorder:
     """Writes each outcome to rows.jsonl (atomically, all rows) and to an MLflow child run."""
 
@@ -163,23 +151,6 @@ def run_bench(options: BenchOptions) -> BenchSummary:
         raise StorageError(f"{source.uri}: no images found ({', '.join(IMAGE_EXTENSIONS)})")
     rows = _read_rows(target)
     seeds = {n: image_seed(options.seed, n) for n in names}
-    ray = connect_ray(options.address)
-    resources = task_options(ray, options.cpus_per_task, options.gpus_per_task, options.max_retries)
-    base = BenchItem(
-        options.suite,
-        "",
-        SUITES[options.suite][0],
-        (),
-        {},
-        source,
-        target,
-        0,
-        options.max_side,
-        on_cpu(options.config, resources["num_gpus"]),
-        options.max_pixels,
-        max(1, int(options.cpus_per_task)),
-    )
-    items = plan_items(base, names, methods, settings, seeds, rows)
     tracker = Tracker(tracking_uri(), options.experiment or "knitwork-bench", options.track)
     summary = BenchSummary()
     summary.parent_run_id = tracker.start(
@@ -197,14 +168,29 @@ def run_bench(options: BenchOptions) -> BenchSummary:
         },
         {"kind": "bench", "suite": options.suite, "images": source.uri},
     )
-    progress = Progress(len(items), options.progress, desc=f"bench {options.suite}", unit="task")
-    recorder = _Recorder(tracker, target, rows, progress)
-    try:
-        if items:
-            remote = ray.remote(run_item).options(**resources)
-            submit_all(ray, remote, items, in_flight_limit(ray, options.max_in_flight), recorder)
-    finally:
-        progress.close()
+    recorder = _Recorder(tracker, target, rows, None)
+    with connect(options.cluster) as ray:
+        resources = task_options(ray, options.cluster)
+        base = BenchItem(
+            suite=options.suite,
+            source=source,
+            output=target,
+            max_side=options.max_side,
+            config=pin_to_cpu(options.config, resources["num_gpus"]),
+            max_pixels=options.max_pixels,
+            threads=max(1, int(options.cluster.cpus_per_task)),
+        )
+        items = plan_items(base, names, methods, settings, seeds, rows)
+        desc = f"bench {options.suite}"
+        progress = Progress(len(items), options.progress, desc=desc, unit="task")
+        recorder.progress = progress
+        try:
+            if items:
+                remote = ray.remote(run_item).options(**resources)
+                limit = in_flight_limit(ray, options.cluster)
+                submit_all(ray, remote, items, limit, recorder)
+        finally:
+            progress.close()
     wanted = {(m, s.name, n) for m in methods for s in settings for n in names}
     summary.rows = sorted((r for k, r in rows.items() if k in wanted), key=_order(options.suite))
     summary.ran, summary.seconds = recorder.ran, time.perf_counter() - start
@@ -250,7 +236,7 @@ def means(rows: list[dict]) -> dict[tuple[str, str], dict]:
 
 def means_metrics(rows: list[dict]) -> dict[str, float]:
     return {
-        _metric_name("mean", score, method, setting): value
+        metric_key("mean", score, method, setting): value
         for (setting, method), scores in means(rows).items()
         for score, value in scores.items()
         if value is not None and score in SCORES

@@ -8,7 +8,6 @@ summary. A failed image is recorded and never stops the batch.
 from __future__ import annotations
 
 import dataclasses
-import os
 import statistics
 import subprocess
 import sys
@@ -21,7 +20,16 @@ from tqdm import tqdm
 
 from knitwork import __version__
 from knitwork.config import Config
+from knitwork.degradation import Degradation
 from knitwork.io import DEFAULT_MAX_PIXELS
+from pipeline.cluster import (
+    ClusterOptions,
+    connect,
+    in_flight_limit,
+    pin_to_cpu,
+    submit_all,
+    task_options,
+)
 from pipeline.manifest import MANIFEST_NAME, Record, config_hash, parse, render
 from pipeline.storage import (
     IMAGE_EXTENSIONS,
@@ -34,39 +42,35 @@ from pipeline.storage import (
 from pipeline.tracking import Tracker, flatten, tracking_uri
 from pipeline.worker import Job, Outcome, process
 
-WAIT_SECONDS = 2.0  # each ray.wait returns at least this often, to refresh the progress bar
+GIT_SECONDS = 5  # `git rev-parse` for the code version recorded with a batch
+NAME_WIDTH = 30  # characters of an image name in the summary table
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class RestoreOptions:
-    input: str
-    output: str
-    task: str
+    input: str  # folder or s3://bucket/prefix of images
+    output: str  # folder or s3://bucket/prefix for the restored images and the manifest
     config: Config
-    preset: str = ""
-    seed: int = 0
-    masks: str | None = None
-    ground_truth: str | None = None
-    synthetic: bool = False
-    fill_ratio: float = 0.02
-    sigma: float = 25.0
-    scale: int = 2
-    kernel: str = "learned"
-    degrade_kernel: str | None = None
-    overwrite: bool = False
-    address: str | None = None
-    cpus_per_task: float = 1.0
-    gpus_per_task: float = 0.0
-    max_in_flight: int | None = None
-    max_retries: int = 2
-    experiment: str | None = None
+    degradation: Degradation  # the task, and with ``synthetic`` how inputs are degraded
+    preset: str = ""  # the config's name, for the records
+    seed: int = 0  # base seed; each image adds a hash of its name
+    synthetic: bool = False  # inputs are clean: degrade them, score the results
+    masks: str | None = None  # inpainting masks under the same relative names
+    ground_truth: str | None = None  # clean images under the same names, for scoring
+    overwrite: bool = False  # redo images the manifest shows finished
+    cluster: ClusterOptions = field(default_factory=ClusterOptions)
+    experiment: str | None = None  # MLflow experiment [knitwork-TASK]
     s3_endpoint_url: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     progress: bool = True
     track: bool = True
 
+    @property
+    def task(self) -> str:
+        return self.degradation.task
 
-@dataclass
+
+@dataclass(kw_only=True)
 class BatchSummary:
     records: list[Record] = field(default_factory=list)  # this run's records, input order
     parent_run_id: str | None = None
@@ -105,17 +109,16 @@ def refuse_nested(source: Storage, target: Storage) -> None:
 
 
 def _hash_payload(options: RestoreOptions) -> dict:
+    d = options.degradation
     return {
         "config": options.config.to_dict(),
-        "task": options.task,
+        "task": d.task,
         "seed": options.seed,
         "synthetic": options.synthetic,
-        "fill_ratio": options.fill_ratio if options.synthetic else None,
-        "sigma": options.sigma if options.synthetic else None,
+        "fill_ratio": d.fill_ratio if options.synthetic else None,
+        "sigma": d.sigma if options.synthetic else None,
         "masks": options.masks,
-        "sr": (options.scale, options.kernel, options.degrade_kernel)
-        if options.task == "sr"
-        else None,
+        "sr": (d.scale, d.kernel, d.degrade_kernel) if d.task == "sr" else None,
     }
 
 
@@ -133,46 +136,12 @@ def code_version() -> str:
             ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
             capture_output=True,
             text=True,
-            timeout=5,
+            timeout=GIT_SECONDS,
         )
         commit = out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return f"{__version__}+{commit}" if commit else __version__
-
-
-def connect_ray(address: str | None):
-    """Join ``address`` (or RAY_ADDRESS), or start a local cluster sized to this machine."""
-    import ray
-
-    if ray.is_initialized():
-        return ray
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(
-            num_cpus=os.cpu_count(),
-            include_dashboard=False,
-            log_to_driver=False,
-            object_store_memory=512 * 2**20,
-        )
-    return ray
-
-
-def _gpus(ray, wanted: float) -> float:
-    """Ask for GPUs only when the cluster has them: a task asking for a missing GPU would
-    stay pending forever."""
-    have = ray.cluster_resources().get("GPU", 0)
-    if wanted > 0 and have < wanted:
-        print(
-            f"warning: --gpus-per-task {wanted} asked for, the cluster has {have:g} GPUs: "
-            "running on CPUs",
-            file=sys.stderr,
-        )
-        return 0.0
-    return wanted
 
 
 def plan(options: RestoreOptions, source: Storage, target: Storage, done: dict[str, Record]):
@@ -197,12 +166,19 @@ def plan(options: RestoreOptions, source: Storage, target: Storage, done: dict[s
             continue
         jobs.append(
             Job(
-                name, source, target, options.task, options.config,
-                image_seed(options.seed, name), digest, masks, truth, options.synthetic,
-                options.fill_ratio, options.sigma, options.scale, options.kernel,
-                options.degrade_kernel, options.max_pixels,
+                name=name,
+                input=source,
+                output=target,
+                config=options.config,
+                degradation=options.degradation,
+                seed=image_seed(options.seed, name),
+                config_hash=digest,
+                synthetic=options.synthetic,
+                masks=masks,
+                ground_truth=truth,
+                max_pixels=options.max_pixels,
             )
-        )  # fmt: skip
+        )
     return jobs, skipped
 
 
@@ -210,14 +186,14 @@ def _failed_outcome(job: Job, err: BaseException) -> Outcome:
     cause = getattr(err, "cause", None) or err
     message = f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
     record = Record(
-        job.name,
-        job.output.join(job.name),
-        "failed",
+        input=job.name,
+        output=job.output.join(job.name),
+        status="failed",
         error=message,
         config_hash=job.config_hash,
         seed=job.seed,
     )
-    return Outcome(record)
+    return Outcome(record=record)
 
 
 class Progress:
@@ -248,53 +224,12 @@ class Progress:
         self.bar.close()
 
 
-def submit_all(ray, remote, items: list, limit: int, on_done) -> None:
-    """Run ``remote`` (a Ray remote function) on every item, at most ``limit`` in flight, and
-    hand ``on_done(item, result, error)`` each result as it arrives (``error`` is the
-    exception when the task failed for good: retries exhausted, worker lost)."""
-    queue, pending = list(items), {}
-    while queue or pending:
-        while queue and len(pending) < limit:
-            item = queue.pop(0)
-            pending[remote.remote(item)] = item
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_SECONDS)
-        for ref in ready:
-            item = pending.pop(ref)
-            try:
-                result, error = ray.get(ref, timeout=60), None
-            except Exception as err:
-                result, error = None, err
-            on_done(item, result, error)
-
-
-def task_options(ray, cpus: float, gpus: float, max_retries: int) -> dict:
-    """Ray task options: resources (GPUs only where the cluster has them), retries of lost
-    workers and of transient storage errors."""
-    return {
-        "num_cpus": cpus,
-        "num_gpus": _gpus(ray, gpus),
-        "max_retries": max_retries,
-        "retry_exceptions": [StorageError],
-    }
-
-
-def in_flight_limit(ray, wanted: int | None) -> int:
-    return wanted or max(1, int(ray.cluster_resources().get("CPU", 1) * 2))
-
-
-def on_cpu(config: Config, gpus: float) -> Config:
-    """The config pinned to the CPU when no GPU is given to the task (no CUDA probing)."""
-    if gpus == 0 and config.optim.device == "auto":
-        return config.replace(optim=dataclasses.replace(config.optim, device="cpu"))
-    return config
-
-
 def run_jobs(ray, jobs: list[Job], options: RestoreOptions, on_outcome) -> None:
     """Submit every job as a Ray task and hand each outcome to ``on_outcome`` as it arrives."""
-    resources = task_options(ray, options.cpus_per_task, options.gpus_per_task, options.max_retries)
-    threads = max(1, int(options.cpus_per_task))
+    resources = task_options(ray, options.cluster)
+    threads = max(1, int(options.cluster.cpus_per_task))
     jobs = [
-        dataclasses.replace(j, config=on_cpu(j.config, resources["num_gpus"]), threads=threads)
+        dataclasses.replace(j, config=pin_to_cpu(j.config, resources["num_gpus"]), threads=threads)
         for j in jobs
     ]
     remote = ray.remote(process).options(**resources)
@@ -302,7 +237,7 @@ def run_jobs(ray, jobs: list[Job], options: RestoreOptions, on_outcome) -> None:
     def on_done(job: Job, outcome: Outcome | None, error: Exception | None) -> None:
         on_outcome(job, outcome if error is None else _failed_outcome(job, error))
 
-    submit_all(ray, remote, jobs, in_flight_limit(ray, options.max_in_flight), on_done)
+    submit_all(ray, remote, jobs, in_flight_limit(ray, options.cluster), on_done)
 
 
 def restore(options: RestoreOptions) -> BatchSummary:
@@ -348,7 +283,8 @@ def restore(options: RestoreOptions) -> BatchSummary:
 
     try:
         if jobs:
-            run_jobs(connect_ray(options.address), jobs, options, on_outcome)
+            with connect(options.cluster) as ray:
+                run_jobs(ray, jobs, options, on_outcome)
     finally:
         progress.close()
     order = {r.input: r for r in skipped} | results
@@ -380,11 +316,12 @@ def aggregate(summary: BatchSummary) -> dict[str, float]:
 
 def summary_table(summary: BatchSummary) -> str:
     """A plain-text table: one row per image, then the totals."""
-    rows = [f"{'image':30s} {'status':8s} {'psnr':>7s} {'hole':>7s} {'seconds':>8s}  error"]
+    header = f"{'image':{NAME_WIDTH}s} {'status':8s} {'psnr':>7s} {'hole':>7s} {'seconds':>8s}"
+    rows = [header + "  error"]
     for r in summary.records:
         psnr, hole = r.metrics.get("psnr"), r.metrics.get("psnr_hole")
         rows.append(
-            f"{r.input[:30]:30s} {r.status:8s} {_num(psnr):>7s} {_num(hole):>7s} "
+            f"{r.input[:NAME_WIDTH]:{NAME_WIDTH}s} {r.status:8s} {_num(psnr):>7s} {_num(hole):>7s} "
             f"{r.seconds:8.1f}  {(r.error or '').splitlines()[0] if r.error else ''}"
         )
     means = aggregate(summary)

@@ -18,7 +18,7 @@ from typing import Any
 MANIFEST_NAME = "_manifest.jsonl"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Record:
     input: str
     output: str

@@ -16,6 +16,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+S3_CONNECT_SECONDS = 5  # an S3 endpoint that does not accept a connection by then is down
+S3_READ_SECONDS = 60  # one S3 response (a large image) may take this long
+S3_ATTEMPTS = 5  # botocore's standard retry mode: attempts per request
 
 
 class StorageError(OSError):
@@ -84,11 +87,8 @@ class LocalStorage:
         with atomic_file(self.root / safe_name(name)) as handle:
             handle.write(data)
 
-    def local_path(self, name: str) -> Path:
-        return self.root / safe_name(name)
 
-
-@dataclass
+@dataclass(kw_only=True)
 class S3Storage:
     bucket: str
     prefix: str
@@ -158,7 +158,7 @@ def open_storage(uri: str, endpoint_url: str | None = None) -> Storage:
         if not bucket:
             raise StorageError(f"{uri}: no bucket name (expected s3://bucket/prefix)")
         endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
-        return S3Storage(bucket, prefix.strip("/"), endpoint)
+        return S3Storage(bucket=bucket, prefix=prefix.strip("/"), endpoint_url=endpoint)
     if "://" in uri:
         raise StorageError(f"{uri}: unsupported scheme; use a local path or s3://bucket/prefix")
     return LocalStorage(Path(uri).expanduser().resolve())
@@ -170,9 +170,9 @@ def s3_client(endpoint_url: str | None = None):
     from botocore.config import Config
 
     config = Config(
-        retries={"max_attempts": 5, "mode": "standard"},
-        connect_timeout=5,
-        read_timeout=60,
+        retries={"max_attempts": S3_ATTEMPTS, "mode": "standard"},
+        connect_timeout=S3_CONNECT_SECONDS,
+        read_timeout=S3_READ_SECONDS,
         s3={"addressing_style": "path"},
     )
     return boto3.client("s3", endpoint_url=endpoint_url, config=config)

@@ -8,6 +8,7 @@ reached the tracker warns once, switches itself off, and the manifest says so.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -16,10 +17,19 @@ from typing import Any
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 LOG_BATCH = 500  # metrics per log_batch call (MLflow accepts up to 1000)
+PARAMS_BATCH = 100  # params per log_batch call (MLflow accepts up to 100)
+PARAM_LENGTH = 6000  # characters of a param value kept (MLflow's limit is 6000)
+ERROR_LENGTH = 300  # characters of a tracking error quoted in the warning
 
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def metric_key(*parts: str) -> str:
+    """An MLflow- and Tune-safe metric name: the parts joined by '/', every character MLflow
+    refuses (anything but letters, digits, _ - . / and space) replaced by '_'."""
+    return "/".join(re.sub(r"[^0-9A-Za-z_\-./ ]", "_", p) for p in parts)
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -49,7 +59,7 @@ class Tracker:
         self._client = None
 
     def _fail(self, what: str, err: Exception) -> None:
-        self.problem = f"{what}: {type(err).__name__}: {str(err).splitlines()[0][:300]}"
+        self.problem = f"{what}: {type(err).__name__}: {str(err).splitlines()[0][:ERROR_LENGTH]}"
         warnings.warn(
             f"MLflow tracking at {self.uri} failed ({self.problem}); {self.consequence} in MLflow",
             stacklevel=2,
@@ -59,8 +69,6 @@ class Tracker:
     def start(self, params: dict[str, str], tags: dict[str, str]) -> str | None:
         if not self.enabled:
             return None
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         try:
             from mlflow.tracking import MlflowClient
 
@@ -80,9 +88,9 @@ class Tracker:
     def _log_params(self, run_id: str, params: dict[str, str]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, v[:6000]) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            self._client.log_batch(run_id, params=items[i : i + 100])
+        items = [Param(k, v[:PARAM_LENGTH]) for k, v in params.items()]
+        for i in range(0, len(items), PARAMS_BATCH):
+            self._client.log_batch(run_id, params=items[i : i + PARAMS_BATCH])
 
     def _log_metrics(self, run_id: str, history: list[dict[str, float]], final: dict) -> None:
         from mlflow.entities import Metric
@@ -129,7 +137,9 @@ class Tracker:
         if not self.enabled:
             return None
         try:
-            tags = {"mlflow.parentRunId": self.parent_id, **tags}
+            from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+            tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, **tags}
             run = self._client.create_run(self.experiment_id, tags=tags, run_name=run_name)
             run_id = run.info.run_id
             self._log_params(run_id, params)

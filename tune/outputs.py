@@ -11,6 +11,7 @@ from typing import Any
 
 from knitwork.config import Config
 from knitwork.presets import to_yaml
+from pipeline.tracking import ERROR_LENGTH
 from tune.space import Param, apply_params
 
 CSV_NAME = "trials.csv"
@@ -21,7 +22,7 @@ def best_name(task: str) -> str:
     return f"best-{task}.yaml"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrialRow:
     trial_id: str
     status: str  # completed, stopped (early, by ASHA), diverged or error
@@ -46,7 +47,7 @@ def trial_row(result) -> TrialRow:
     else:
         status = "stopped"
     objective = m.get("objective")
-    error = str(result.error).strip().splitlines()[-1][:300] if result.error else ""
+    error = str(result.error).strip().splitlines()[-1][:ERROR_LENGTH] if result.error else ""
     return TrialRow(
         trial_id=str(m.get("trial_id", "")),
         status=status,
@@ -93,7 +94,6 @@ def trials_csv(rows: list[TrialRow], params: list[Param]) -> bytes:
 
 
 _COLOURS = {"completed": "tab:blue", "stopped": "tab:orange", "diverged": "tab:red"}
-_LEGEND = {"completed": "completed", "stopped": "stopped early (ASHA)", "diverged": "diverged"}
 
 
 def objective_plot(rows: list[TrialRow], params: list[Param], label: str) -> bytes:

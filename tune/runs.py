@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from ray import tune
 
 from knitwork.config import Config
-from pipeline.tracking import Tracker, flatten
+from pipeline.tracking import LOG_BATCH, Tracker, flatten
 from tune.space import apply_params
 
 LOGGED = ("objective",)  # metric keys logged as history, beside every "psnr/<image>"
@@ -94,7 +95,7 @@ class SearchRuns(Tracker):
         try:
             found = self.client.search_runs(
                 [self.experiment_id],
-                filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}' "
+                filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_id}' "
                 f"and tags.trial_id = '{trial_id}'",
             )
             if found:
@@ -102,7 +103,7 @@ class SearchRuns(Tracker):
                 history = self.client.get_metric_history(run_id, "objective")
                 self._last_step[trial_id] = max((m.step for m in history), default=-1)
             else:
-                tags = tags | {"mlflow.parentRunId": self.parent_id, "trial_id": trial_id}
+                tags = tags | {MLFLOW_PARENT_RUN_ID: self.parent_id, "trial_id": trial_id}
                 run_id = self.client.create_run(
                     self.experiment_id, tags=tags, run_name=trial_id
                 ).info.run_id
@@ -127,8 +128,8 @@ class SearchRuns(Tracker):
             Metric(k, v, now, int(r["step"])) for r in fresh for k, v in _history_keys(r).items()
         ]
         try:
-            for i in range(0, len(metrics), 500):
-                self.client.log_batch(run_id, metrics=metrics[i : i + 500])
+            for i in range(0, len(metrics), LOG_BATCH):
+                self.client.log_batch(run_id, metrics=metrics[i : i + LOG_BATCH])
         except Exception as err:
             self._fail(f"logging trial {trial_id}", err)
             return

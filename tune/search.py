@@ -12,23 +12,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
-import os
 import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from knitwork.config import Config
-from knitwork.io import DEFAULT_MAX_PIXELS
-from knitwork.tasks import degrade, sr_observation
-from pipeline.driver import connect_ray, image_seed
+from knitwork.degradation import Degradation
+from knitwork.io import DEFAULT_MAX_PIXELS, decode_image
+from pipeline.cluster import ClusterOptions, connect, task_options
+from pipeline.driver import image_seed
 from pipeline.storage import StorageError, open_storage
 from pipeline.tracking import flatten, tracking_uri
-from pipeline.worker import decode
 from tune import outputs
 from tune.space import Param, default_space, max_steps, parse_space, space_spec, to_tune
 from tune.trial import Case, TrialSetup, objective_label
@@ -38,25 +36,20 @@ GRACE_FRACTION = 4  # ASHA's grace period: a quarter of the step budget
 REDUCTION_FACTOR = 2  # ASHA keeps the better half of the trials at each rung
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Definition:
     """What a search is: stored at the start, reloaded by --resume."""
 
-    task: str
-    images: str
+    degradation: Degradation  # the task, and how each clean image is degraded
+    images: str  # clean images: folder or s3:// URI (absolute)
     base: dict[str, Any]  # the base config (preset + --steps), as Config.to_dict()
     preset: str
     space: dict[str, Any]  # tune.space spec: dotted field → distribution or fixed value
     num_samples: int = 8
-    scheduler: str = "asha"
-    search: str = "random"
-    reports: int = 8
-    seed: int = 0
-    fill_ratio: float = 0.02
-    sigma: float = 25.0
-    scale: int = 2
-    kernel: str = "learned"
-    degrade_kernel: str | None = None
+    scheduler: Literal["asha", "none"] = "asha"
+    search: Literal["random", "optuna"] = "random"
+    reports: int = 8  # objective reports per trial
+    seed: int = 0  # base seed of the images' degradations and of the sampler
     max_pixels: int = DEFAULT_MAX_PIXELS
     experiment: str = ""
     search_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -64,31 +57,40 @@ class Definition:
     started: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S"))
 
     @property
+    def task(self) -> str:
+        return self.degradation.task
+
+    @property
     def config(self) -> Config:
         return Config.from_dict(self.base)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Definition:
+        return cls(**(data | {"degradation": Degradation.from_dict(data["degradation"])}))
 
     def params(self) -> list[Param]:
         return parse_space(self.space, "the search space", self.config)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SearchOptions:
     """A search to start, or (with ``resume``) the one stored at storage/name to finish."""
 
     definition: Definition
-    storage: str = "tune-results"
+    storage: str = "tune-results"  # where Tune keeps its state: folder or s3:// URI
     name: str | None = None  # default: tune-TASK
     output: str | None = None  # default: the experiment folder, storage/name
     resume: bool = False
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    max_concurrent: int | None = None
-    address: str | None = None
+    cluster: ClusterOptions = field(default_factory=ClusterOptions)  # per trial; in flight =
+    # the most trials at once
     s3_endpoint_url: str | None = None
     track: bool = True
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SearchOutcome:
     definition: Definition
     experiment_path: str
@@ -99,11 +101,20 @@ class SearchOutcome:
     parent_run_id: str | None = None
 
 
-def new_definition(task: str, images: str, base: Config, preset: str, space, **kw) -> Definition:
+def new_definition(
+    degradation: Degradation, images: str, base: Config, preset: str, space, **kw
+) -> Definition:
     """A definition from a base config and a space (a list of Params, or None: the default)."""
     params = space if space is not None else default_space(base)
     uri = open_storage(images).uri  # absolute, so that --resume works from anywhere
-    return Definition(task, uri, base.to_dict(), preset, space_spec(params), **kw)
+    return Definition(
+        degradation=degradation,
+        images=uri,
+        base=base.to_dict(),
+        preset=preset,
+        space=space_spec(params),
+        **kw,
+    )
 
 
 def experiment_uri(options: SearchOptions) -> str:
@@ -133,26 +144,11 @@ def load_cases(d: Definition, endpoint: str | None) -> tuple[Case, ...]:
         raise StorageError(f"{source.uri}: no images found for the search")
     cases = []
     for name in names:
-        pixels = decode(source.read(name), source.join(name), d.max_pixels).pixels
+        pixels = decode_image(source.read(name), source.join(name), d.max_pixels).pixels
         seed = image_seed(d.seed, name)
-        if d.task == "sr":
-            obs, truth = sr_observation(pixels, d.scale, d.kernel, True, seed, d.degrade_kernel)
-        else:
-            obs, truth = degrade(d.task, pixels, seed, d.fill_ratio, d.sigma), pixels
-        cases.append(Case(name, obs, truth, seed))
+        obs, truth = d.degradation.apply(pixels, seed)
+        cases.append(Case(name=name, observation=obs, truth=truth, seed=seed))
     return tuple(cases)
-
-
-def _gpus(ray, wanted: float) -> float:
-    have = ray.cluster_resources().get("GPU", 0)
-    if wanted > 0 and have < wanted:
-        print(
-            f"warning: --gpus-per-trial {wanted} asked for, the cluster has {have:g} GPUs: "
-            "trials run on CPUs",
-            file=sys.stderr,
-        )
-        return 0.0
-    return wanted
 
 
 def trainable(setup: TrialSetup, cpus: float, gpus: float):
@@ -209,20 +205,21 @@ def _run_config(name: str, path: str, fs, callback):
     )
 
 
-def build_tuner(options: SearchOptions, setup: TrialSetup, gpus: float, callback, restore: bool):
+def build_tuner(options: SearchOptions, setup: TrialSetup, resources: dict, callback, restore):
     """A new Tuner, or the stored one restored (unfinished and errored trials resumed)."""
     from ray import tune
 
     d = options.definition
     path, fs = ray_storage(experiment_uri(options), options.s3_endpoint_url)
-    fn = trainable(setup, options.cpus_per_trial, gpus)
+    fn = trainable(setup, resources["num_cpus"], resources["num_gpus"])
     if restore:
         return tune.Tuner.restore(
             path, trainable=fn, resume_unfinished=True, resume_errored=True, storage_filesystem=fs
         )
     params = d.params()
     budget = max_steps(params, setup.base)
-    search, scheduler = _algorithms(d, budget, setup.report_every, options.max_concurrent)
+    limit = options.cluster.max_in_flight
+    search, scheduler = _algorithms(d, budget, setup.report_every, limit)
     storage_path, name = path.rsplit("/", 1)
     return tune.Tuner(
         fn,
@@ -249,14 +246,6 @@ def unfinished_trials(options: SearchOptions) -> int:
     return sum(t.status not in ("TERMINATED", "ERROR") for t in trials)
 
 
-def quiet_tune() -> None:
-    """Tune's console output off (our callback prints a line per ended trial)."""
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter at verbose 0: silent
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    logging.getLogger("ray.tune").setLevel(logging.WARNING)
-    logging.getLogger("optuna").setLevel(logging.WARNING)
-
-
 def _settings(options: SearchOptions):
     """The storage holding the experiment folder, and the settings file's name in it."""
     storage = open_storage(options.storage, options.s3_endpoint_url)
@@ -266,7 +255,7 @@ def _settings(options: SearchOptions):
 
 def write_definition(options: SearchOptions) -> None:
     storage, name = _settings(options)
-    text = json.dumps(dataclasses.asdict(options.definition), indent=2)
+    text = json.dumps(options.definition.to_dict(), indent=2)
     storage.write(name, text.encode("utf-8"))
 
 
@@ -290,11 +279,12 @@ def prepare(options: SearchOptions) -> bool:
     if not stored:
         raise ValueError(f"{where}: no search to resume ({SETTINGS_NAME} not found)")
     data = json.loads(storage.read(name).decode("utf-8"))
-    if data["task"] != options.definition.task:
+    stored = Definition.from_dict(data)
+    if stored.task != options.definition.task:
         raise ValueError(
-            f"{where}: this is a --task {data['task']} search, not {options.definition.task}"
+            f"{where}: this is a --task {stored.task} search, not {options.definition.task}"
         )
-    options.definition = Definition(**data)
+    options.definition = stored
     return restorable
 
 
@@ -311,27 +301,33 @@ def _search_params(d: Definition, options: SearchOptions) -> dict[str, str]:
         "seed": d.seed,
         "storage": experiment_uri(options),
     }
-    if d.task == "sr":
-        degradation = {"scale": d.scale, "kernel": d.kernel, "degrade_kernel": d.degrade_kernel}
-    else:
-        degradation = {"fill_ratio": d.fill_ratio} if d.task == "inpaint" else {"sigma": d.sigma}
-    return flatten(d.base) | {k: str(v) for k, v in (settings | degradation).items()}
+    return flatten(d.base) | {k: str(v) for k, v in (settings | d.degradation.params()).items()}
 
 
 def run_search(options: SearchOptions) -> SearchOutcome:
     """Start (or resume) the search, wait for it, then write its outputs and MLflow runs."""
-    from tune.runs import LiveRuns, SearchRuns, record_trials
-
-    quiet_tune()
     restore = prepare(options)
     d = options.definition
-    uri, name = experiment_uri(options), options.name or f"tune-{d.task}"
     cases = load_cases(d, options.s3_endpoint_url)
+    with connect(options.cluster) as ray:
+        return _search(options, restore, cases, task_options(ray, options.cluster))
+
+
+def _search(options: SearchOptions, restore: bool, cases, resources: dict) -> SearchOutcome:
+    from tune.runs import LiveRuns, SearchRuns, record_trials
+
+    d = options.definition
+    uri, name = experiment_uri(options), options.name or f"tune-{d.task}"
     base, params = d.config, d.params()
-    ray = connect_ray(options.address)
-    gpus = _gpus(ray, options.gpus_per_trial)
     every = max(1, math.ceil(max_steps(params, base) / max(1, d.reports)))
-    setup = TrialSetup(d.task, base, cases, every, int(max(1, options.cpus_per_trial)), gpus > 0)
+    setup = TrialSetup(
+        task=d.task,
+        base=base,
+        cases=cases,
+        report_every=every,
+        threads=int(max(1, resources["num_cpus"])),
+        use_gpu=resources["num_gpus"] > 0,
+    )
     runs = SearchRuns(tracking_uri(), d.experiment or f"knitwork-{d.task}", options.track)
     tags = {"kind": "search", "task": d.task, "search": name, "search_id": d.search_id}
     tags["experiment_path"] = uri
@@ -345,8 +341,8 @@ def run_search(options: SearchOptions) -> SearchOutcome:
         f"scheduler {d.scheduler}, reports every {every} steps; Tune state in {uri}",
         file=sys.stderr,
     )
-    grid = build_tuner(options, setup, gpus, callback, restore).fit()
-    outcome = SearchOutcome(d, uri, parent_run_id=d.parent_run_id)
+    grid = build_tuner(options, setup, resources, callback, restore).fit()
+    outcome = SearchOutcome(definition=d, experiment_path=uri, parent_run_id=d.parent_run_id)
     if unfinished_trials(options):
         outcome.interrupted = True
         return outcome

@@ -27,7 +27,7 @@ from knitwork.config import Config
 KINDS = ("loguniform", "uniform", "int", "logint", "choice")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Param:
     """One searched or fixed config field."""
 
@@ -108,7 +108,7 @@ def parse_space(data: Any, source: str, base: Config) -> list[Param]:
 
 def _parse_param(key: str, spec: Any, source: str) -> Param:
     if not isinstance(spec, dict):
-        return Param(key, "fixed", (_as_tuple(spec),))
+        return Param(key=key, kind="fixed", values=(_as_tuple(spec),))
     if len(spec) != 1 or next(iter(spec)) not in KINDS:
         raise ValueError(
             f"{source}: {key}: expected one of {', '.join(KINDS)} (e.g. "
@@ -118,7 +118,7 @@ def _parse_param(key: str, spec: Any, source: str) -> Param:
     if not isinstance(values, list) or not values:
         raise ValueError(f"{source}: {key}: {kind} needs a non-empty list; got {values!r}")
     if kind == "choice":
-        return Param(key, kind, tuple(_as_tuple(v) for v in values))
+        return Param(key=key, kind=kind, values=tuple(_as_tuple(v) for v in values))
     if len(values) != 2 or not all(_is_number(v) for v in values):
         raise ValueError(f"{source}: {key}: {kind} needs [low, high] numbers; got {values!r}")
     low, high = values
@@ -128,7 +128,7 @@ def _parse_param(key: str, spec: Any, source: str) -> Param:
         raise ValueError(f"{source}: {key}: {kind} needs low > 0; got {low}")
     if kind in ("int", "logint") and not all(isinstance(v, int) for v in values):
         raise ValueError(f"{source}: {key}: {kind} needs integer bounds; got {values!r}")
-    return Param(key, kind, (low, high))
+    return Param(key=key, kind=kind, values=(low, high))
 
 
 def _is_number(value: Any) -> bool:

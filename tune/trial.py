@@ -1,16 +1,15 @@
-"""One trial of a search, as a Ray Tune function trainable.
+"""One trial of a search, as a Ray Tune function trainable: a thin loop over the core's
+Trainer, so a trial runs a config exactly as `knitwork fit` does (early stop included).
 
 A trial fits every image of the objective with the same config, stepping their trainers
-round-robin, and every ``report_every`` steps reports the running objective (mean PSNR, hole
-PSNR for inpainting) with a checkpoint: the trainers' states and the images restored so far.
-ASHA compares trials at those reports and stops the poor ones; a resumed trial continues from
-its last checkpoint.
+round-robin (a trainer that has stopped early stays as it is), and every ``report_every`` steps
+reports the running objective (mean PSNR, hole PSNR for inpainting) with a checkpoint: the
+trainers' states and the images restored so far. ASHA compares trials at those reports and
+stops the poor ones; a resumed trial continues from its last checkpoint.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -20,17 +19,21 @@ import numpy as np
 import torch
 
 from knitwork.config import Config
-from knitwork.fit import NonFiniteLossError, Trainer
+from knitwork.io import encode_image
 from knitwork.metrics import psnr
 from knitwork.tasks import Observation
+from knitwork.trainer import NonFiniteLossError, Trainer
+from pipeline.cluster import pin_to_cpu
+from pipeline.tracking import metric_key
 from tune.space import apply_params
 
 STATE_FILE = "trainers.pt"
 RESTORED_DIR = "restored"  # restored images in a checkpoint: restored/<name>.png
 DIVERGED_OBJECTIVE = 0.0  # the objective reported when a loss becomes non-finite (dB)
+IDENTICAL_PSNR = 100.0  # dB reported for a perfect restoration (PSNR is infinite)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Case:
     """One clean image of the objective, degraded with its own seed."""
 
@@ -40,7 +43,7 @@ class Case:
     seed: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrialSetup:
     """What every trial shares: the base config, the images, the reporting cadence."""
 
@@ -58,52 +61,26 @@ def objective_label(task: str) -> str:
 
 def metric_name(name: str) -> str:
     """An MLflow- and Tune-safe metric key for an image: ``psnr/<name>``."""
-    return "psnr/" + re.sub(r"[^0-9A-Za-z_\-./ ]", "_", name)
+    return metric_key("psnr", name)
 
 
 def trial_config(setup: TrialSetup, params: dict[str, Any]) -> Config:
     """The base config with the trial's values; on CPUs when the trial has no GPU."""
-    config = apply_params(setup.base, params)
-    if not setup.use_gpu and config.optim.device == "auto":
-        config = config.replace(optim=dataclasses.replace(config.optim, device="cpu"))
-    return config
-
-
-def restored(trainer: Trainer, case: Case) -> np.ndarray:
-    """The image as `knitwork fit` would return it now (known pixels kept for inpainting)."""
-    obs = case.observation
-    h, w = obs.output_shape
-    trainer.model.eval()
-    with torch.no_grad():
-        image = trainer.model.render(h, w).clamp(0, 1).cpu().numpy()
-    trainer.model.train()
-    if obs.task == "inpaint":
-        image[obs.known] = obs.image[obs.known]
-    return image
+    return pin_to_cpu(apply_params(setup.base, params), 1 if setup.use_gpu else 0)
 
 
 def score(image: np.ndarray, case: Case) -> float:
     """The objective's term for one image: hole PSNR for inpainting, else PSNR."""
     hole = case.observation.hole if case.observation.task == "inpaint" else None
-    return min(psnr(image, case.truth, hole), 100.0)  # identical images: inf → 100 dB
+    return min(psnr(image, case.truth, hole), IDENTICAL_PSNR)
 
 
-def _save(folder: Path, step: int, trainers: list[Trainer], cases, images) -> None:
-    from pipeline.worker import encode
-
-    states = [
-        {
-            "model": t.model.state_dict(),
-            "opt_g": t.opt_g.state_dict(),
-            "opt_d": t.opt_d.state_dict() if t.opt_d is not None else None,
-        }
-        for t in trainers
-    ]
-    torch.save({"step": step, "trainers": states}, folder / STATE_FILE)
+def _save(folder: Path, trainers: list[Trainer], cases, images) -> None:
+    torch.save([t.state_dict() for t in trainers], folder / STATE_FILE)
     for case, image in zip(cases, images, strict=True):
         path = folder / RESTORED_DIR / PurePosixPath(case.name).with_suffix(".png")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(encode(image, "x.png"))
+        path.write_bytes(encode_image(image, ".png"))
 
 
 def _load(trainers: list[Trainer]) -> int:
@@ -114,30 +91,27 @@ def _load(trainers: list[Trainer]) -> int:
     if checkpoint is None:
         return 0
     with checkpoint.as_directory() as folder:
-        saved = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
-    for trainer, state in zip(trainers, saved["trainers"], strict=True):
-        trainer.model.load_state_dict(state["model"])
-        trainer.opt_g.load_state_dict(state["opt_g"])
-        if trainer.opt_d is not None:
-            trainer.opt_d.load_state_dict(state["opt_d"])
-    return int(saved["step"])
+        states = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+    for trainer, state in zip(trainers, states, strict=True):
+        trainer.load_state_dict(state)
+    return max(t.steps_done for t in trainers)
 
 
-def _report(step: int, steps: int, trainers, cases) -> None:
+def _report(step: int, steps: int, trainers: list[Trainer], cases) -> None:
     from ray import tune
 
-    images = [restored(t, c) for t, c in zip(trainers, cases, strict=True)]
+    images = [t.restored() for t in trainers]
     scores = {metric_name(c.name): score(im, c) for c, im in zip(cases, images, strict=True)}
     metrics = {
         "step": step,
         "steps": steps,
         "objective": float(np.mean(list(scores.values()))),
-        "finished": step >= steps,
+        "finished": all(t.finished for t in trainers),
         "diverged": False,
         **scores,
     }
     with tempfile.TemporaryDirectory() as tmp:
-        _save(Path(tmp), step, trainers, cases, images)
+        _save(Path(tmp), trainers, cases, images)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
@@ -154,26 +128,29 @@ def checkpoint_images(checkpoint) -> dict[str, bytes]:
 
 
 def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
-    """The trainable: fit every case round-robin, report every ``setup.report_every`` steps."""
+    """The trainable: step every case round-robin, report every ``setup.report_every`` steps
+    and when every trainer has finished (its steps, or its early stop)."""
     from ray import tune
 
     torch.set_num_threads(max(1, setup.threads))
     config = trial_config(setup, params)
-    cases = setup.cases
-    trainers = [Trainer(c.observation, config, c.seed) for c in cases]
-    steps, start = config.optim.steps, _load(trainers)
-    for step in range(start, steps):
+    trainers = [Trainer(c.observation, config, seed=c.seed) for c in setup.cases]
+    steps, step = config.optim.steps, _load(trainers)
+    reported = False
+    while not all(t.finished for t in trainers):
         try:
             for trainer in trainers:
-                trainer.step(step)
+                if not trainer.finished:
+                    trainer.step()
         except NonFiniteLossError:
             tune.report(
                 {"step": step + 1, "steps": steps, "objective": DIVERGED_OBJECTIVE,
                  "finished": True, "diverged": True}
             )  # fmt: skip
             return
-        done = step + 1
-        if done % setup.report_every == 0 or done == steps:
-            _report(done, steps, trainers, cases)
-    if start >= steps:  # restored from a final checkpoint: say so once more
-        _report(steps, steps, trainers, cases)
+        step += 1
+        reported = step % setup.report_every == 0 or all(t.finished for t in trainers)
+        if reported:
+            _report(step, steps, trainers, setup.cases)
+    if not reported:  # restored from a final checkpoint: say so once more
+        _report(step, steps, trainers, setup.cases)

@@ -11,7 +11,7 @@ import shlex
 
 import pytest
 
-from knitwork.cli import build_parser
+from knitwork_cli.main import build_parser
 from tests.infra.manifests import (
     BUCKETS,
     CORE_KINDS,

@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 
 from knitwork.classical import CLASSICAL, classical
+from knitwork.degradation import Degradation
 from knitwork.metrics import estimate_noise, psnr
-from knitwork.tasks import degrade, naive_restoration
+from knitwork.tasks import naive_restoration
 from tests.conftest import example_image
 
 
 @pytest.mark.parametrize("method", [m.name for m in CLASSICAL["inpaint"]])
 def test_inpainting_fills_the_hole_better_than_the_mean_colour(method):
     clean = example_image("butterfly", 64)
-    obs = degrade("inpaint", clean, seed=3, fill_ratio=0.04)
+    obs = Degradation(task="inpaint", fill_ratio=0.04).apply(clean, 3)[0]
     restored = classical("inpaint", method).restore(obs)
     assert restored.shape == clean.shape and restored.dtype == np.float32
     assert np.array_equal(restored[obs.known], obs.image[obs.known])
@@ -26,7 +27,7 @@ def test_inpainting_fills_the_hole_better_than_the_mean_colour(method):
 @pytest.mark.parametrize("method", [m.name for m in CLASSICAL["denoise"]])
 def test_denoising_beats_the_noisy_input(method):
     clean = example_image("head", 64)
-    obs = degrade("denoise", clean, seed=3, sigma=25)
+    obs = Degradation(task="denoise", sigma=25).apply(clean, 3)[0]
     restored = classical("denoise", method).restore(obs)
     assert restored.shape == clean.shape and restored.min() >= 0 and restored.max() <= 1
     assert psnr(restored, clean) > psnr(obs.image, clean) + 3
@@ -35,13 +36,13 @@ def test_denoising_beats_the_noisy_input(method):
 def test_noise_level_is_estimated_not_given():
     clean = example_image("head", 64)
     for sigma in (10, 40):
-        obs = degrade("denoise", clean, seed=1, sigma=sigma)
+        obs = Degradation(task="denoise", sigma=sigma).apply(clean, 1)[0]
         assert estimate_noise(obs.image) * 255 == pytest.approx(sigma, rel=0.3)
 
 
 def test_bicubic_beats_nearest_neighbour():
     clean = example_image("butterfly", 64)
-    obs = degrade("sr", clean, seed=0, scale=2)
+    obs = Degradation(task="sr", scale=2).apply(clean, 0)[0]
     restored = classical("sr", "bicubic").restore(obs)
     nearest = np.repeat(np.repeat(obs.image, 2, axis=0), 2, axis=1)
     assert restored.shape == clean.shape
@@ -51,7 +52,7 @@ def test_bicubic_beats_nearest_neighbour():
 @pytest.mark.parametrize("task", ["inpaint", "denoise"])
 def test_grey_images_work(task):
     grey = example_image("bird", 40).mean(axis=2, keepdims=True)
-    obs = degrade(task, grey, seed=0, fill_ratio=0.04, sigma=20)
+    obs = Degradation(task=task, fill_ratio=0.04, sigma=20).apply(grey, 0)[0]
     for method in CLASSICAL[task]:
         assert method.restore(obs).shape == grey.shape, method.name
 

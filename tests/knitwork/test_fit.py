@@ -10,15 +10,17 @@ import pytest
 
 from knitwork.checkpoint import load_model, render, save_model
 from knitwork.config import Config, LossConfig, OptimConfig, as_baseline
-from knitwork.fit import NonFiniteLossError, fit
+from knitwork.degradation import Degradation
+from knitwork.fit import fit
 from knitwork.metrics import estimate_noise, psnr
 from knitwork.presets import PRESETS, get_preset
-from knitwork.tasks import degrade, naive_restoration
+from knitwork.tasks import naive_restoration
+from knitwork.trainer import NonFiniteLossError
 from tests.conftest import example_image, shrink
 
 
 def test_tiny_inpainting_fit_beats_the_mean_colour_on_the_hole(tiny):
-    obs = degrade("inpaint", tiny, seed=3, fill_ratio=0.04)
+    obs = Degradation(task="inpaint", fill_ratio=0.04).apply(tiny, 3)[0]
     config = get_preset("fast-inpaint").with_steps(150)
     result = fit(obs, config, seed=0)
     reference = psnr(naive_restoration(obs), tiny, obs.hole)
@@ -30,7 +32,7 @@ def test_tiny_inpainting_fit_beats_the_mean_colour_on_the_hole(tiny):
 
 
 def test_tiny_denoising_fit_beats_the_noisy_input(tiny):
-    obs = degrade("denoise", tiny, seed=3, sigma=25)
+    obs = Degradation(task="denoise", sigma=25).apply(tiny, 3)[0]
     # a coordinate MLP fits the noise in the end: a tiny image wants an early stop
     result = fit(obs, get_preset("fast-denoise").with_steps(100), seed=0)
     reference = psnr(obs.image, tiny)
@@ -39,7 +41,7 @@ def test_tiny_denoising_fit_beats_the_noisy_input(tiny):
 
 
 def test_noise_early_stop_ends_the_fit_at_the_noise_level(tiny):
-    obs = degrade("denoise", tiny, seed=3, sigma=40)
+    obs = Degradation(task="denoise", sigma=40).apply(tiny, 3)[0]
     base = get_preset("fast-denoise").with_steps(400)
     stopping = base.replace(optim=dataclasses.replace(base.optim, early_stop="noise"))
     stopped, full = fit(obs, stopping, seed=0), fit(obs, base, seed=0)
@@ -63,7 +65,7 @@ def test_every_preset_runs_on_a_shrunken_budget(name, baseline):
         config = as_baseline(config)
     seen = []
     result = fit(
-        degrade(task, example_image("bird", size), seed=1),
+        Degradation(task=task).apply(example_image("bird", size), seed=1)[0],
         config,
         on_step=lambda step, metrics: seen.append((step, metrics)),
         ground_truth=example_image("bird", size),
@@ -85,12 +87,12 @@ def test_every_preset_runs_on_a_shrunken_budget(name, baseline):
 
 
 def test_baseline_has_the_papers_parameter_count(tiny):
-    result = fit(degrade("denoise", tiny, seed=0), shrink(as_baseline(Config()), 1))
+    result = fit(Degradation(task="denoise").apply(tiny, 0)[0], shrink(as_baseline(Config()), 1))
     assert result.parameters == 263_683  # the paper's "MLP 263K"
 
 
 def test_fit_is_deterministic_for_a_seed(tiny):
-    obs = degrade("inpaint", tiny, seed=2, fill_ratio=0.05)
+    obs = Degradation(task="inpaint", fill_ratio=0.05).apply(tiny, 2)[0]
     config = shrink(get_preset("fast-inpaint"), steps=5)
     first, second = fit(obs, config, seed=7), fit(obs, config, seed=7)
     np.testing.assert_array_equal(first.raw, second.raw)
@@ -100,7 +102,7 @@ def test_fit_is_deterministic_for_a_seed(tiny):
 def test_alternate_schedule_and_bf16_run(tiny):
     config = shrink(get_preset("fast-inpaint"), steps=4)
     optim = dataclasses.replace(config.optim, schedule="alternate", precision="bf16")
-    result = fit(degrade("inpaint", tiny, seed=0), config.replace(optim=optim))
+    result = fit(Degradation(task="inpaint").apply(tiny, 0)[0], config.replace(optim=optim))
     steps_with = [("gan" in h, "discriminator" in h) for h in result.history]
     assert steps_with == [(False, True), (True, False), (False, True), (True, False)]
 
@@ -108,17 +110,17 @@ def test_alternate_schedule_and_bf16_run(tiny):
 def test_non_finite_loss_is_a_clear_error(tiny):
     config = Config(loss=LossConfig(gamma=0.0), optim=OptimConfig(steps=20, lr=1e12))
     with pytest.raises(NonFiniteLossError, match=r"non-finite at step \d+.*lower the learning"):
-        fit(degrade("denoise", tiny, seed=0), shrink(config, 20))
+        fit(Degradation(task="denoise").apply(tiny, 0)[0], shrink(config, 20))
 
 
 def test_too_small_image_for_the_gan_is_a_clear_error(tiny):
     config = shrink(get_preset("paper-inpaint"), 1)  # 5×5 at scale 8 needs 33×33 pixels
     with pytest.raises(ValueError, match=r"32×32 image.*smaller patch scales.*gamma"):
-        fit(degrade("inpaint", tiny, seed=0), config)
+        fit(Degradation(task="inpaint").apply(tiny, 0)[0], config)
 
 
 def test_saved_model_reloads_and_renders_at_any_resolution(tiny, tmp_path):
-    obs = degrade("inpaint", tiny, seed=1)
+    obs = Degradation(task="inpaint").apply(tiny, 1)[0]
     result = fit(obs, shrink(get_preset("fast-inpaint"), steps=3), seed=5)
     save_model(result, tmp_path / "model.pt")
     model, config, meta = load_model(tmp_path / "model.pt")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import struct
 import zlib
@@ -12,10 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from knitwork import io as kio
+from knitwork import imagecodec
 from knitwork.io import (
     ImageError,
     LoadedImage,
+    decode_image,
+    encode_image,
     known_from_alpha,
     load_image,
     save_image,
@@ -139,10 +142,10 @@ def test_16bit_rgb_png_decoded_by_pillow(tmp_path: Path) -> None:
 def test_16bit_variants_in_memory() -> None:
     data = np.array([[0, 1, 256], [65535, 40000, 2]], dtype=np.uint16)
     big = Image.frombytes("I;16B", (3, 2), data.astype(">u2").tobytes())
-    pixels, alpha, depth = kio._to_arrays(big, "x.png")
+    pixels, alpha, depth = imagecodec._to_arrays(big, "x.png")
     assert depth == 16 and alpha is None
     np.testing.assert_allclose(pixels[..., 0], data / 65535.0, atol=1e-7)
-    pixels, _, depth = kio._to_arrays(Image.fromarray(data.astype(np.int32)), "x.png")
+    pixels, _, depth = imagecodec._to_arrays(Image.fromarray(data.astype(np.int32)), "x.png")
     assert depth == 16
     np.testing.assert_allclose(pixels[..., 0], data / 65535.0, atol=1e-7)
 
@@ -294,6 +297,58 @@ def test_loading_never_modifies_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("mode", ["LAB", "YCbCr", "HSV", "RGBX"])
 def test_other_colour_modes_have_no_spurious_alpha(mode: str) -> None:
     img = Image.new(mode, (3, 2), (50, 60, 70) if mode != "RGBX" else (50, 60, 70, 0))
-    pixels, alpha, depth = kio._to_arrays(img, "x.tif")
+    pixels, alpha, depth = imagecodec._to_arrays(img, "x.tif")
     assert pixels.shape == (2, 3, 3) and alpha is None and depth == 8
     np.testing.assert_array_equal(to_uint8(pixels[..., 0]), np.asarray(img.convert("RGB"))[..., 0])
+
+
+# ----------------------------------------------------------------------------- in memory
+
+URI = "s3://bucket/in/photo.png"
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name", ["out.png", ".png", "s3://b/x/y.PNG", "a.tif", ".tiff"])
+@pytest.mark.parametrize("gray", [False, True])
+def test_bytes_round_trip_8bit(name: str, gray: bool) -> None:
+    data = gray8() if gray else rgb8()
+    encoded = encode_image(data.astype(np.float32) / 255.0, name)
+    loaded = decode_image(encoded, URI)
+    assert loaded.path == URI and loaded.bit_depth == 8 and loaded.alpha is None
+    expected = data[..., None] if gray else data
+    np.testing.assert_array_equal(to_uint8(loaded.pixels), expected)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_bytes_round_trip_16bit_gray(suffix: str) -> None:
+    ramp = np.linspace(0.0, 1.0, 32 * 48).reshape(32, 48)
+    loaded = decode_image(encode_image(ramp, "deep" + suffix, bit_depth=16), "deep")
+    assert loaded.bit_depth == 16 and loaded.pixels.shape == (32, 48, 1)
+    assert np.abs(loaded.pixels[..., 0] - ramp).max() <= 0.5 / 65535 + 1e-7
+
+
+@pytest.mark.parametrize(
+    ("suffix", "fmt"), [(".jpg", "JPEG"), (".jpeg", "JPEG"), (".webp", "WEBP")]
+)
+def test_bytes_lossy_formats(suffix: str, fmt: str) -> None:
+    pixels = smooth_rgb()
+    encoded = encode_image(pixels, suffix)
+    with Image.open(io.BytesIO(encoded)) as img:
+        assert img.format == fmt
+    assert np.abs(decode_image(encoded, "x", mode="rgb").pixels - pixels).mean() < 0.02
+
+
+@pytest.mark.parametrize("name", ["a.png", "b.jpg", "c.tiff", "d.webp"])
+def test_save_image_writes_exactly_the_encoded_bytes(tmp_path: Path, name: str) -> None:
+    pixels = smooth_rgb()
+    save_image(tmp_path / name, pixels)
+    assert (tmp_path / name).read_bytes() == encode_image(pixels, name)
+    file_loaded = load_image(tmp_path / name)
+    memory = decode_image((tmp_path / name).read_bytes(), str(tmp_path / name))
+    np.testing.assert_array_equal(file_loaded.pixels, memory.pixels)
+    assert file_loaded.path == memory.path

@@ -14,13 +14,25 @@ from PIL import Image
 from knitwork.io import (
     DEFAULT_MAX_PIXELS,
     ImageError,
+    decode_image,
+    decode_mask,
+    encode_image,
     known_from_alpha,
     load_image,
     load_mask,
     save_image,
     to_uint8,
 )
-from tests.knitwork.test_io import open_fds, raw_png, rgb8, sha, smooth_rgb, write
+from tests.knitwork.test_io import (
+    URI,
+    open_fds,
+    png_bytes,
+    raw_png,
+    rgb8,
+    sha,
+    smooth_rgb,
+    write,
+)
 
 # ----------------------------------------------------------------------------- errors
 
@@ -289,3 +301,59 @@ def test_save_error_during_encoding_keeps_old_file(tmp_path: Path) -> None:
         save_image(dest, np.zeros((1, 20_000, 3), dtype=np.float32))
     assert sha(dest) == before
     assert [p.name for p in tmp_path.iterdir()] == ["wide.webp"]
+
+
+# ----------------------------------------------------------------------------- in memory
+
+
+@pytest.mark.parametrize(
+    ("data", "phrase"),
+    [
+        (b"", "empty file (0 bytes)"),
+        (b"this is not an image", "not a recognised image file"),
+        (png_bytes(rgb8(64, 64))[:300], "truncated or corrupt image data"),
+    ],
+)
+def test_bad_bytes_name_the_given_name(data: bytes, phrase: str) -> None:
+    with pytest.raises(ImageError) as exc:
+        decode_image(data, URI)
+    assert str(exc.value).startswith(URI + ": ") and phrase in str(exc.value)
+    assert exc.value.path == URI
+
+
+def test_bytes_pixel_limit_and_arguments() -> None:
+    with pytest.raises(ImageError, match=r"^s3://bucket/in/photo\.png: image is 16×12"):
+        decode_image(png_bytes(rgb8()), URI, max_pixels=100)
+    with pytest.raises(ValueError, match="mode"):
+        decode_image(png_bytes(rgb8()), URI, mode="cmyk")
+    with pytest.raises(ValueError, match="max_pixels"):
+        decode_image(png_bytes(rgb8()), URI, max_pixels=0)
+
+
+def test_decode_mask() -> None:
+    mask = np.zeros((6, 8), dtype=np.uint8)
+    mask[2:4, 3:6] = 255  # white = hole
+    known = decode_mask(png_bytes(mask), "m.png", (6, 8, 3))
+    assert known.dtype == np.bool_
+    np.testing.assert_array_equal(known, mask < 128)
+    with pytest.raises(ImageError, match=r"^masks/m\.png: mask is 8×6 \(W×H\) but the image"):
+        decode_mask(png_bytes(mask), "masks/m.png", (10, 12))
+    with pytest.raises(ImageError, match=r"^m\.png: the mask covers the whole image"):
+        decode_mask(png_bytes(np.full((6, 8), 255, np.uint8)), "m.png", (6, 8))
+    with pytest.raises(ImageError, match=r"^m\.png: not a recognised image"):
+        decode_mask(b"GIF? no", "m.png", (6, 8))
+
+
+@pytest.mark.parametrize(
+    ("name", "bit_depth", "phrase"),
+    [
+        ("s3://b/out.bmp", 8, "s3://b/out.bmp: unsupported extension '.bmp'"),
+        ("png", 8, "png: unsupported extension ''"),
+        ("out.jpg", 16, "out.jpg: 16-bit output needs .png or .tif/.tiff, not .jpg"),
+        ("out.png", 12, "bit_depth must be 8 or 16"),
+    ],
+)
+def test_encode_errors_name_the_name(name: str, bit_depth: int, phrase: str) -> None:
+    with pytest.raises(ValueError) as exc:
+        encode_image(np.zeros((2, 2)), name, bit_depth=bit_depth)
+    assert phrase in str(exc.value) and not isinstance(exc.value, ImageError)

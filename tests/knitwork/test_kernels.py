@@ -10,6 +10,7 @@ import torch
 from scipy import ndimage
 
 from knitwork.config import as_baseline
+from knitwork.degradation import Degradation
 from knitwork.fit import fit
 from knitwork.kernels import (
     LearnedDownsampler,
@@ -21,7 +22,7 @@ from knitwork.kernels import (
 )
 from knitwork.metrics import psnr
 from knitwork.presets import get_preset
-from knitwork.tasks import crop_to_scale, degrade
+from knitwork.tasks import crop_to_scale
 from tests.conftest import example_image, shrink
 
 
@@ -108,10 +109,71 @@ def test_bicubic_is_aligned_with_the_sampling_grid():
     np.testing.assert_allclose(up[:, 2:12], ramp[:, 2:12], atol=1e-5)
 
 
+def torch_bicubic(low: np.ndarray, scale: int) -> np.ndarray:
+    """torch's bicubic (Keys a = −0.75) on our grid: HR pixel y samples LR position y / r."""
+    h, w, _ = low.shape
+    image = torch.from_numpy(np.ascontiguousarray(low)).permute(2, 0, 1).unsqueeze(0)
+    gy = 2 * (torch.arange(h * scale) / scale) / max(h - 1, 1) - 1
+    gx = 2 * (torch.arange(w * scale) / scale) / max(w - 1, 1) - 1
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1).unsqueeze(0)
+    up = torch.nn.functional.grid_sample(
+        image, grid, mode="bicubic", padding_mode="border", align_corners=True
+    )
+    return up.squeeze(0).permute(1, 2, 0).clamp(0, 1).numpy()
+
+
+def quadratic_ramp(height: int, width: int) -> np.ndarray:
+    """a + b·x + c·x² along the columns, within [0.1, 0.9], three channels."""
+    x = np.arange(width) / width
+    row = 0.1 + 0.3 * x + 0.5 * x**2
+    return np.tile(row[None, :, None], (height, 1, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bicubic_is_keys_half_and_reproduces_quadratics(scale):
+    n = 12  # LR columns; HR column y has all 4 taps inside for r ≤ y < r·(n − 2)
+    hr = quadratic_ramp(4 * scale, n * scale)
+    low = hr[::scale, ::scale]
+    inside = slice(scale, scale * (n - 2))
+    ours = np.abs(bicubic_upsample(low, scale) - hr)[:, inside].max()
+    torch_error = np.abs(torch_bicubic(low, scale) - hr)[:, inside].max()
+    assert ours < 1e-5  # a = −0.5 is exact on quadratics
+    assert torch_error > 1e-4 and torch_error > 100 * ours  # a = −0.75 is not
+
+
+@pytest.mark.parametrize("scale", [2, 3])
+def test_bicubic_a_075_is_torch_bicubic_with_border_padding(scale):
+    # same grid and edge replication as grid_sample(padding_mode="border"), borders included
+    low = np.random.default_rng(2).random((7, 10, 3)).astype(np.float32)
+    expected = torch_bicubic(low, scale)
+    np.testing.assert_allclose(bicubic_upsample(low, scale, a=-0.75), expected, atol=1e-5)
+    assert np.abs(bicubic_upsample(low, scale) - expected).max() > 1e-3
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bicubic_exact_on_linear_ramps_and_keeps_lr_pixels(scale):
+    y, x = np.mgrid[0 : 6 * scale, 0 : 9 * scale] / (10 * scale)
+    plane = (0.1 + 0.5 * x + 0.3 * y)[:, :, None].astype(np.float32)
+    low = plane[::scale, ::scale]
+    up = bicubic_upsample(low, scale)
+    inside = (slice(scale, scale * 4), slice(scale, scale * 7))
+    np.testing.assert_allclose(up[inside], plane[inside], atol=1e-6)
+    noise = np.random.default_rng(3).random((5, 8, 3)).astype(np.float32)
+    np.testing.assert_array_equal(bicubic_upsample(noise, scale)[::scale, ::scale], noise)
+
+
+@pytest.mark.parametrize("shape", [(7, 11, 3), (5, 4, 1), (1, 9, 3), (13, 13, 1)])
+def test_bicubic_shapes_for_odd_and_non_square_inputs(shape):
+    low = np.random.default_rng(4).random(shape).astype(np.float32)
+    up = bicubic_upsample(low, 3)
+    assert up.shape == (3 * shape[0], 3 * shape[1], shape[2]) and up.dtype == np.float32
+    assert up.min() >= 0 and up.max() <= 1
+
+
 def test_known_kernel_fit_beats_nearest_neighbour():
     clean = example_image("head", 48)
-    kernel = gaussian_kernel(1.0)
-    obs = degrade("sr", clean, seed=0, scale=2, kernel=kernel, blind=False)
+    obs = Degradation(task="sr", scale=2, kernel="gaussian:1").apply(clean, 0)[0]
+    np.testing.assert_array_equal(obs.kernel, gaussian_kernel(1.0))  # the fit knows it
     truth = crop_to_scale(clean, 2)
     nearest = np.repeat(np.repeat(obs.image, 2, axis=0), 2, axis=1)
     result = fit(obs, get_preset("fast-sr").with_steps(250), seed=0)
@@ -122,7 +184,7 @@ def test_known_kernel_fit_beats_nearest_neighbour():
 @pytest.mark.parametrize("baseline", [False, True])
 def test_odd_non_square_images_round_trip(baseline):
     clean = example_image("bird", 48)[:27, :37]  # odd, non-square
-    obs = degrade("sr", clean, seed=0, scale=2)
+    obs = Degradation(task="sr", scale=2).apply(clean, 0)[0]
     assert obs.image.shape == (13, 18, 3) and obs.output_shape == (26, 36)
     config = shrink(get_preset("fast-sr"), steps=2)
     result = fit(obs, as_baseline(config) if baseline else config, seed=0)

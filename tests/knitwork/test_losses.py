@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from knitwork.config import Config, LossConfig, PatchConfig
-from knitwork.fit import Trainer
+from knitwork.degradation import Degradation
 from knitwork.losses import (
     alpha_at,
     consistency_loss,
@@ -19,10 +19,13 @@ from knitwork.losses import (
     generator_losses,
 )
 from knitwork.patches import patch_stack
-from knitwork.tasks import degrade
+from knitwork.trainer import Trainer
 from tests.conftest import shrink
 
-PATCHES = [PatchConfig(3, (1, 2, 4), blur=True), PatchConfig(5, (1, 3), blur=False)]
+PATCHES = [
+    PatchConfig(size=3, scales=(1, 2, 4), blur=True),
+    PatchConfig(size=5, scales=(1, 3), blur=False),
+]
 
 
 @pytest.mark.parametrize("cfg", PATCHES)
@@ -45,7 +48,7 @@ def test_consistency_grows_when_one_patch_is_perturbed(cfg):
 
 def test_consistency_uses_the_last_row_and_column():
     """The authors' code drops them; a disagreement there must count."""
-    cfg = PatchConfig(3, (1, 2), blur=False)
+    cfg = PatchConfig(size=3, scales=(1, 2), blur=False)
     image = torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(3))
     field, _ = patch_stack(image, None, cfg)
     corner = field.clone()
@@ -67,7 +70,7 @@ def _all_terms(observation, config: Config) -> dict[str, float]:
 
 def test_changing_pixels_inside_the_hole_changes_no_loss(tiny):
     config = shrink(Config(loss=LossConfig(alpha=1.0, beta=1.0, gamma=1.0)))
-    obs = degrade("inpaint", tiny, seed=4, fill_ratio=0.1)
+    obs = Degradation(task="inpaint", fill_ratio=0.1).apply(tiny, 4)[0]
     noisy_hole = obs.image.copy()
     noisy_hole[obs.hole] = np.random.default_rng(5).random((obs.hole.sum(), 3))
     other = dataclasses.replace(obs, image=noisy_hole)

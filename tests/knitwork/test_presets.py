@@ -48,6 +48,22 @@ def test_paper_inpaint_follows_the_authors():
     assert cfg.optim.steps == 4000 and cfg.loss.alpha_ramp == "sigmoid"
 
 
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_paper_presets_use_the_authors_mse_pixel_loss(name):
+    # paper-* β = 1/3 was converted from the authors' MSE pixel loss, so it must weigh an MSE;
+    # fast-* keep the paper's L1.
+    cfg = get_preset(name)
+    assert cfg.loss.pixel == ("mse" if name.startswith("paper-") else "l1")
+    if name in ("paper-inpaint", "paper-denoise"):
+        assert cfg.loss.beta == pytest.approx(1 / 3)
+
+
+def test_discriminator_depths():
+    # the authors' code: 6 hidden layers; the paper: 3. paper-* keep the code's, fast-* 3.
+    assert get_preset("paper-inpaint").model.discriminator_hidden == (256, 256, 128, 64, 32, 16)
+    assert get_preset("fast-inpaint").model.discriminator_hidden == (128, 64, 32)
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

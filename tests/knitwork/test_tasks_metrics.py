@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio
 
+from knitwork.degradation import Degradation, add_noise, rectangular_hole
 from knitwork.metrics import evaluate, psnr, ssim
-from knitwork.tasks import add_noise, degrade, naive_restoration, observe, rectangular_hole
+from knitwork.tasks import naive_restoration, observe
 
 
 def test_hole_is_seeded_square_inside_and_of_the_right_area():
@@ -30,10 +31,36 @@ def test_noise_is_seeded_with_sigma_on_the_255_scale():
 
 
 def test_degraded_inpainting_input_hides_the_hole(tiny):
-    obs = degrade("inpaint", tiny, seed=0, fill_ratio=0.05)
+    obs = Degradation(task="inpaint", fill_ratio=0.05).apply(tiny, 0)[0]
     assert obs.image[obs.hole].max() == 0 and obs.known.sum() < tiny.shape[0] * tiny.shape[1]
     filled = naive_restoration(obs)
     np.testing.assert_allclose(filled[obs.hole][0], tiny[obs.known].mean(axis=0), rtol=1e-5)
+
+
+def test_degradation_is_one_function_of_image_and_seed(tiny):
+    for degradation in (
+        Degradation(task="inpaint", fill_ratio=0.05),
+        Degradation(task="denoise", sigma=30),
+        Degradation(task="sr", scale=2, degrade_kernel="gaussian:1"),
+    ):
+        obs, truth = degradation.apply(tiny, 7)
+        again, _ = degradation.apply(tiny, 7)
+        other, _ = degradation.apply(tiny, 8)
+        np.testing.assert_array_equal(obs.image, again.image)
+        same_seed_free = degradation.task == "sr"  # a kernel blur has no randomness
+        assert np.array_equal(obs.image, other.image) == same_seed_free
+        assert truth.shape[:2] == obs.output_shape
+
+
+def test_degradation_refuses_bad_values_when_built():
+    with pytest.raises(ValueError, match="fill-ratio"):
+        Degradation(task="inpaint", fill_ratio=1.5)
+    with pytest.raises(ValueError, match="scale"):
+        Degradation(task="sr", scale=1)
+    with pytest.raises(ValueError, match="kernel 'gauss'"):
+        Degradation(task="sr", kernel="gauss")
+    with pytest.raises(ValueError, match="task must be one of"):
+        Degradation(task="deblur")
 
 
 def test_observation_errors():

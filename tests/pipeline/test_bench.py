@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from knitwork.cli import main
-from pipeline.bench import SUITES, methods_of, observation
+from knitwork_cli.main import main
+from pipeline.bench import SUITES, methods_of
 from tests.conftest import example_image
 
 SIZES = {"inpaint": 24, "denoise": 24, "sr": 40}  # ×4 needs a 10-pixel LR image for 3×3·4 stacks
@@ -112,22 +112,25 @@ def test_unknown_method_is_refused(tmp_path, capsys):
 def test_degradations_are_deterministic_for_a_seed(suite):
     clean = example_image("butterfly", 40)
     for setting in SUITES[suite]:
-        first, truth = observation(suite, setting, clean, seed=7)
-        again, _ = observation(suite, setting, clean, seed=7)
-        other, _ = observation(suite, setting, clean, seed=8)
+        first, truth = setting.degradation.apply(clean, 7)
+        again, _ = setting.degradation.apply(clean, 7)
+        other, _ = setting.degradation.apply(clean, 8)
         assert np.array_equal(first.image, again.image)
         assert np.array_equal(first.known, again.known)
         if suite == "sr":
             assert first.kernel is None  # blind: the fit learns the kernel
-            assert first.image.shape[0] * setting.scale == truth.shape[0]
+            assert first.image.shape[0] * setting.degradation.scale == truth.shape[0]
             continue
         assert not np.array_equal(first.image, other.image)
         if suite == "inpaint":
             hole = first.hole
-            assert abs(hole.mean() - setting.fill_ratio) < 0.3 * setting.fill_ratio
+            assert (
+                abs(hole.mean() - setting.degradation.fill_ratio)
+                < 0.3 * setting.degradation.fill_ratio
+            )
             rows, cols = np.nonzero(hole)
             assert rows.min() > 0 and cols.min() > 0
             assert rows.max() < 39 and cols.max() < 39
         else:
             noise = (first.image - clean) * 255
-            assert abs(noise.std() - setting.sigma) < 0.25 * setting.sigma
+            assert abs(noise.std() - setting.degradation.sigma) < 0.25 * setting.degradation.sigma

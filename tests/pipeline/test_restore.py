@@ -12,25 +12,34 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from knitwork.degradation import Degradation
 from knitwork.io import load_image
 from knitwork.presets import get_preset
+from pipeline.cluster import ClusterOptions
 from pipeline.driver import RestoreOptions, restore
 from pipeline.manifest import MANIFEST_NAME
 from pipeline.storage import open_storage
 from tests.conftest import shrink
 from tests.services import write_images
 
+DEGRADATION_FIELDS = ("task", "fill_ratio", "sigma", "scale", "kernel", "degrade_kernel")
+CLUSTER_FIELDS = ("cpus_per_task", "gpus_per_task", "max_in_flight", "max_retries", "address")
+
 
 def options(source, target, steps=3, **changes) -> RestoreOptions:
-    config = shrink(get_preset("fast-inpaint"), steps=steps)
+    """Restore options for a test; degradation and cluster fields may be given flat."""
+    degradation = {"task": "inpaint", "fill_ratio": 0.02}
+    degradation |= {k: changes.pop(k) for k in DEGRADATION_FIELDS if k in changes}
+    cluster = {k: changes.pop(k) for k in CLUSTER_FIELDS if k in changes}
+    task = degradation["task"]
     base = dict(
         input=str(source),
         output=str(target),
-        task="inpaint",
-        config=config,
-        preset="fast-inpaint",
+        config=shrink(get_preset(f"fast-{task}"), steps=steps),
+        degradation=Degradation(**degradation),
+        cluster=ClusterOptions(**cluster),
+        preset=f"fast-{task}",
         synthetic=True,
-        fill_ratio=0.02,
         progress=False,
         experiment="tests",
     )
@@ -204,7 +213,7 @@ def test_masks_tree_and_ground_truth_scoring(ray_cluster, tracking, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from knitwork.tasks import add_noise
+    from knitwork.degradation import add_noise
 
     names = write_images(tmp_path / "clean", names=("p.png", "q/r.png"))
     for name in names:  # real (not synthetic) inputs: noisy copies, scored against the clean

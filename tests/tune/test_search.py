@@ -17,9 +17,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from knitwork.cli import main
 from knitwork.config import Config
 from knitwork.presets import get_preset, load_preset_file
+from knitwork_cli.main import main
 from tests.services import LOOPBACK_ENV, write_images
 from tune.space import apply_params, load_space, resolve_space, to_tune
 
@@ -55,7 +55,7 @@ def test_tiny_search_with_asha_records_runs_and_writes_a_preset_fit_accepts(
     args = tune_args(tmp_path / "in", tmp_path / "tune", "--steps", "20", "--reports", "2")
     assert main([*args, "--gpus-per-trial", "0.5"]) == 0
     out = capsys.readouterr()
-    assert "the cluster has 0 GPUs: trials run on CPUs" in out.err  # not pending forever
+    assert "cluster has 0 GPUs: running on CPUs" in out.err  # not pending forever
     folder = tmp_path / "tune" / "tune-inpaint"
     assert f"wrote {folder / 'best-inpaint.yaml'}" in out.out
     assert "search run" in out.out and out.err.count("trial ") >= 4  # one line per trial
@@ -143,7 +143,7 @@ def test_an_interrupted_search_resumes_from_checkpoints_and_completes(
     env |= {"MLFLOW_TRACKING_URI": tracking, "RAY_TMPDIR": str(ray_dir)}
     args = tune_args(tmp_path / "in", tmp_path / "tune", "--steps", "60", "--reports", "6")
     args += ["--max-concurrent", "2"]
-    command = [sys.executable, "-m", "knitwork.cli", *args]
+    command = [sys.executable, "-m", "knitwork_cli", *args]
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     folder = tmp_path / "tune" / "tune-inpaint"
     try:
@@ -192,6 +192,21 @@ def test_optuna_search_with_images_and_state_on_s3(ray_cluster, tracking, bucket
     _, searches, trials = runs_of(tracking)
     assert len(searches) == 1 and len(trials) == 2
     assert searches[0].data.params["search_alg"] == "optuna"
+
+
+def test_trials_honour_the_configs_early_stop(ray_cluster, tracking, tmp_path, capsys):
+    """A trial runs the core's Trainer, so `optim.early_stop` ends it before its budget, as it
+    ends `knitwork fit`."""
+    write_images(tmp_path / "in", names=("a.png", "b.png"))
+    space = tmp_path / "space.yaml"
+    space.write_text("optim.early_stop: noise\nloss.alpha: 1.0\n", encoding="utf-8")
+    args = ["tune", "--task", "denoise", "--sigma", "40", "--images", str(tmp_path / "in")]
+    args += ["--storage", str(tmp_path / "tune"), "--num-samples", "1", "--scheduler", "none"]
+    args += ["--space", str(space), "--steps", "400", "--reports", "40", "--experiment", "tests"]
+    assert main(args) == 0
+    (row,) = read_trials(tmp_path / "tune" / "tune-denoise")
+    assert row["status"] == "completed" and row["optim.early_stop"] == "noise"
+    assert row["steps"] == "400" and 0 < int(row["steps_done"]) < 400
 
 
 def test_a_bad_space_file_exits_2_naming_the_file_and_key(tmp_path, capsys):

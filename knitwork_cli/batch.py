@@ -1,9 +1,20 @@
-"""`knitwork restore`: argument parsing for the batch pipeline (thin: parse, call, print)."""
+"""`knitwork restore` and `knitwork bench quality`: batches on Ray, recorded in MLflow."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from knitwork_cli.options import (
+    add_cluster_options,
+    add_config_options,
+    add_degradation_options,
+    add_tracking_options,
+    cluster_from,
+    config_from,
+    degradation_from,
+    names,
+)
 
 _HELP = """\
 Restore every image under INPUT into OUTPUT, one Neural Knitwork per image, as Ray tasks, and
@@ -31,8 +42,6 @@ examples:
 
 
 def add_restore(sub: argparse._SubParsersAction) -> None:
-    from knitwork.cli import add_fit_options
-
     p = sub.add_parser(
         "restore",
         help="restore a folder or s3:// prefix on Ray",
@@ -41,60 +50,36 @@ def add_restore(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("input", help="folder or s3://bucket/prefix of images")
     p.add_argument("output", help="folder or s3://bucket/prefix for the restored images")
-    add_fit_options(p, clean="INPUT")
+    add_degradation_options(p, clean="INPUT")
+    add_config_options(p)
     p.add_argument("--masks", help="inpainting masks: folder or s3:// URI, same relative names")
     p.add_argument("--ground-truth", help="clean images with the same names, for scoring")
     p.add_argument("--overwrite", action="store_true", help="redo images already finished")
-    add_cluster_options(p, experiment="knitwork-TASK")
+    add_cluster_options(p)
+    add_tracking_options(p, experiment="knitwork-TASK")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run_restore)
 
 
-def add_cluster_options(p: argparse.ArgumentParser, experiment: str) -> None:
-    """Ray, MLflow and S3 options shared by `restore` and `bench quality`."""
-    p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS or local)")
-    p.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs per task [1]")
-    p.add_argument(
-        "--gpus-per-task",
-        type=float,
-        default=0.0,
-        help="GPUs per task, fractional allowed (0.25); used only if present [0]",
-    )
-    p.add_argument("--max-in-flight", type=int, help="tasks submitted at once [2 × CPUs]")
-    p.add_argument("--max-retries", type=int, default=2, help="retries of a lost task [2]")
-    p.add_argument("--experiment", help=f"MLflow experiment [{experiment}]")
-    p.add_argument("--no-tracking", action="store_true", help="do not record in MLflow")
-    p.add_argument("--s3-endpoint-url", help="S3 endpoint (MinIO, Ceph); else AWS_ENDPOINT_URL")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def cluster_settings(args: argparse.Namespace) -> dict:
-    """The values of `add_cluster_options` (but --quiet and --no-tracking), as keywords."""
-    names = ("address", "cpus_per_task", "gpus_per_task", "max_in_flight", "max_retries")
-    return {name: getattr(args, name) for name in (*names, "experiment", "s3_endpoint_url")}
-
-
 def run_restore(args: argparse.Namespace) -> int:
-    from knitwork.cli import resolve_config
     from pipeline.driver import RestoreOptions, restore, summary_table
 
-    config, label = resolve_config(args)
+    degradation = degradation_from(args)
+    config, label = config_from(args, degradation.task)
     options = RestoreOptions(
         input=args.input,
         output=args.output,
-        task=args.task,
         config=config,
+        degradation=degradation,
         preset=label,
         seed=args.seed,
+        synthetic=args.synthetic,
         masks=args.masks,
         ground_truth=args.ground_truth,
-        synthetic=args.synthetic,
-        fill_ratio=args.fill_ratio,
-        sigma=args.sigma,
-        scale=args.scale,
-        kernel=args.kernel,
-        degrade_kernel=args.degrade_kernel,
         overwrite=args.overwrite,
-        **cluster_settings(args),
+        cluster=cluster_from(args),
+        experiment=args.experiment,
+        s3_endpoint_url=args.s3_endpoint_url,
         max_pixels=args.max_pixels,
         progress=not args.quiet,
         track=not args.no_tracking,
@@ -152,26 +137,21 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--images", required=True, help="clean images: folder or s3:// URI")
     q.add_argument("--output", help="rows.jsonl and restored images [out/bench/SUITE]")
     q.add_argument("--max-side", type=int, help="downscale images to this longest side first")
-    group = q.add_mutually_exclusive_group()
-    group.add_argument("--preset", help="the Knitwork's preset [fast-SUITE]")
-    group.add_argument("--preset-file", help="the Knitwork's preset as YAML")
-    q.add_argument("--steps", type=int, help="override the preset's number of steps")
-    q.add_argument("--seed", type=int, default=0, help="base seed of the degradations [0]")
+    add_config_options(q, seed_help="base seed of the degradations [0]", baseline=False)
     q.add_argument("--methods", help="comma-separated subset of the suite's methods [all]")
     q.add_argument("--settings", help="comma-separated subset of its settings, e.g. x2/delta [all]")
     q.add_argument("--json", help='write {"rows": [...]} to this file')
-    q.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA when given a GPU)")
-    add_cluster_options(q, experiment="knitwork-bench")
-    q.set_defaults(run=run_bench_quality, task=None, baseline=None)
+    add_cluster_options(q)
+    add_tracking_options(q, experiment="knitwork-bench")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(run=run_bench_quality)
 
 
 def run_bench_quality(args: argparse.Namespace) -> int:
-    from knitwork.cli import resolve_config
+    from knitwork.io import DEFAULT_MAX_PIXELS
     from pipeline.bench_driver import BenchOptions, run_bench, table
 
-    args.task = args.suite
-    config, label = resolve_config(args)
-    methods, settings = _names(args.methods), _names(args.settings)
+    config, label = config_from(args, args.suite)
     options = BenchOptions(
         suite=args.suite,
         images=args.images,
@@ -180,10 +160,13 @@ def run_bench_quality(args: argparse.Namespace) -> int:
         preset=label,
         max_side=args.max_side,
         seed=args.seed,
-        methods=methods,
-        settings=settings,
+        methods=names(args.methods),
+        settings=names(args.settings),
         json_path=args.json,
-        **cluster_settings(args),
+        cluster=cluster_from(args),
+        experiment=args.experiment,
+        s3_endpoint_url=args.s3_endpoint_url,
+        max_pixels=DEFAULT_MAX_PIXELS,
         progress=not args.quiet,
         track=not args.no_tracking,
     )
@@ -199,8 +182,3 @@ def run_bench_quality(args: argparse.Namespace) -> int:
             print(f"failed: {row['method']} {row['setting']} {row['image']}: {row['error']}",
                   file=sys.stderr)  # fmt: skip
     return summary.exit_code
-
-
-def _names(text: str | None) -> tuple[str, ...] | None:
-    """A comma-separated list of names, or None when not given."""
-    return tuple(n.strip() for n in text.split(",") if n.strip()) if text else None

@@ -1,12 +1,9 @@
-"""`knitwork compare`: argument parsing for the run comparison (thin: parse, call, print).
-
-Imports nothing heavy at module level: ``knitwork --help`` must stay fast and the core's import
-test blocks mlflow."""
+"""`knitwork compare`: the run comparison (thin: parse, call, print). Imports nothing heavy at
+module level, so that ``knitwork --help`` stays fast."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 
@@ -58,12 +55,12 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from tune.compare import build_comparison, gather_runs, open_client, shown_uri
-    from tune.compare_text import format_comparison
-    from tune.report import write_report
+    from knitwork_compare.compare import build_comparison, gather_runs, open_client, shown_uri
+    from knitwork_compare.report import write_report
+    from knitwork_compare.text import format_comparison
+    from pipeline.tracking import tracking_uri
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    client = open_client()
+    client = open_client(tracking_uri())
     runs = gather_runs(client, args.targets)
     comparison = build_comparison(runs, shown_uri(client.tracking_uri))
     width = args.width or min(120, shutil.get_terminal_size((110, 24)).columns)

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tune.compare import HISTORY_PREFIXES, Comparison, RunRecord
-from tune.compare_text import cut
-from tune.report_plots import NO_GROUP, curve_plot, thumbnail
+from knitwork_compare.compare import HISTORY_PREFIXES, Comparison, RunRecord
+from knitwork_compare.report_plots import NO_GROUP, curve_plot, thumbnail
+from knitwork_compare.text import cut
 
 MAX_CURVE_RUNS = 12  # lines per curve figure
 MAX_CURVES = 12  # curve figures
@@ -21,9 +21,10 @@ MAX_GRID_ROWS = 12  # images (tag ``image``) per grid
 MAX_GRID_COLUMNS = 8  # runs per grid row
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 ARTIFACT_DEPTH = 2  # how deep into artifact folders to look for images
+CAPTION_WIDTH = 80  # characters of an image's caption
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Cell:
     caption: str
     uri: str = ""  # data: URI, empty when the artifact could not be read
@@ -31,7 +32,7 @@ class Cell:
     height: int = 0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Grid:
     artifact: str  # the artifact path, e.g. side_by_side.png
     rows: list[tuple[str, list[Cell]]] = field(default_factory=list)  # (image, cells)
@@ -88,7 +89,7 @@ def _caption(comparison: Comparison, run: RunRecord, row: list[RunRecord]) -> st
         values = {r.fields().get(key) for r in row}
         if len(values) > 1 and key not in ("image", "tag:image"):
             shown.append(f"{key}={run.fields().get(key, '–')}")
-    return cut(f"#{comparison.number(run)} " + (" ".join(shown) or run.name), 80)
+    return cut(f"#{comparison.number(run)} " + (" ".join(shown) or run.name), CAPTION_WIDTH)
 
 
 def _cell(client: Any, comparison: Comparison, run: RunRecord, path: str, row, folder) -> Cell:
@@ -98,8 +99,8 @@ def _cell(client: Any, comparison: Comparison, run: RunRecord, path: str, row, f
         local = client.download_artifacts(run.run_id, path, dst_path=str(folder))
         uri, width, height = thumbnail(Path(local).read_bytes())
     except Exception as err:  # a missing or unreadable artifact costs one cell, not the report
-        return Cell(f"{caption} (unreadable: {type(err).__name__})")
-    return Cell(caption, uri, width, height)
+        return Cell(caption=f"{caption} (unreadable: {type(err).__name__})")
+    return Cell(caption=caption, uri=uri, width=width, height=height)
 
 
 def image_grids(client: Any, comparison: Comparison, notes: list[str]) -> list[Grid]:
@@ -128,7 +129,7 @@ def _grid(client: Any, comparison: Comparison, path: str, runs, folder: Path, no
         rows.setdefault(run.group or NO_GROUP, []).append(run)
     if len(rows) > MAX_GRID_ROWS:
         notes.append(f"{path}: the first {MAX_GRID_ROWS} of {len(rows)} images shown")
-    grid = Grid(path)
+    grid = Grid(artifact=path)
     for number, (group, row) in enumerate(sorted(rows.items())[:MAX_GRID_ROWS]):
         if len(row) > MAX_GRID_COLUMNS:
             notes.append(f"{path}, {group}: the first {MAX_GRID_COLUMNS} of {len(row)} runs shown")

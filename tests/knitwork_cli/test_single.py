@@ -14,7 +14,7 @@ from PIL import Image
 from knitwork.io import load_image
 from tests.conftest import example_image
 
-KNITWORK = [sys.executable, "-m", "knitwork.cli"]
+KNITWORK = [sys.executable, "-m", "knitwork_cli"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

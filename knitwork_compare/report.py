@@ -11,7 +11,7 @@ from typing import Any
 
 import jinja2
 
-from tune.compare import (
+from knitwork_compare.compare import (
     HISTORY_PREFIXES,
     Comparison,
     as_number,
@@ -19,13 +19,15 @@ from tune.compare import (
     metric_varies,
     varying_numeric_params,
 )
-from tune.compare_text import MISSING, arrow, best_rule, cut, format_value
-from tune.report_media import curve_figures, image_grids
-from tune.report_plots import param_plot
+from knitwork_compare.report_media import curve_figures, image_grids
+from knitwork_compare.report_plots import param_plot
+from knitwork_compare.text import MISSING, arrow, best_rule, cut, format_value
 
 REPORT_NAME = "report.html"
 MAX_PARAM_PLOTS = 8  # parameters drawn against metrics
 METRICS_PER_PLOT = 4  # metric panels per parameter
+PARAM_CELL_WIDTH = 60  # characters of a param value shown in its cell (the full value on hover)
+HEAD_NAME_WIDTH = 24  # characters of a run name shown under its #N in the table heads
 
 TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -130,7 +132,10 @@ def _tables(comparison: Comparison) -> dict[str, Any]:
     for key in comparison.differing:
         values = [r.fields().get(key, MISSING) for r in runs]
         common = Counter(values).most_common(1)[0][0]
-        cells = [dict(text=cut(v, 60, middle=True), full=v, deviates=v != common) for v in values]
+        cells = [
+            dict(text=cut(v, PARAM_CELL_WIDTH, middle=True), full=v, deviates=v != common)
+            for v in values
+        ]
         differing.append(dict(key=key, cells=cells))
     metrics, constant = [], []
     for key in comparison.metrics:
@@ -147,7 +152,11 @@ def _tables(comparison: Comparison) -> dict[str, Any]:
         ]  # fmt: skip
         metrics.append(dict(key=key, arrow=arrow(key), cells=cells))
     heads = [
-        dict(label=f"#{number[r.run_id]}", name=cut(r.name, 24, middle=True), title=r.run_id)
+        dict(
+            label=f"#{number[r.run_id]}",
+            name=cut(r.name, HEAD_NAME_WIDTH, middle=True),
+            title=r.run_id,
+        )
         for r in runs
     ]
     return dict(legend=legend, differing=differing, metrics=metrics, constant=constant,

@@ -1,12 +1,19 @@
-"""`knitwork tune`: argument parsing for the hyperparameter search (thin: parse, call, print)."""
+"""`knitwork tune`: the hyperparameter search on Ray Tune (thin: parse, call, print)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from knitwork.config import TASKS
-from knitwork.io import DEFAULT_MAX_PIXELS
+from knitwork_cli.options import (
+    add_cluster_options,
+    add_config_options,
+    add_degradation_options,
+    add_tracking_options,
+    cluster_from,
+    config_from,
+    degradation_from,
+)
 
 _HELP = """\
 Search the loss weights and learning rates (or any config field) for the settings that restore
@@ -44,15 +51,12 @@ def add_tune(sub: argparse._SubParsersAction) -> None:
         description=_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--task", required=True, choices=TASKS, help="what the search restores")
+    add_degradation_options(p, clean=None, help_task="what the search restores")
     p.add_argument(
         "--images", required=True, metavar="URI", help="clean images: folder or s3://bucket/prefix"
     )
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--preset", help="base preset (default: fast-TASK)")
-    group.add_argument("--preset-file", metavar="FILE", help="base preset as YAML")
-    p.add_argument(
-        "--steps", type=int, metavar="N", help="override the base preset's steps per trial"
+    add_config_options(
+        p, seed_help="base seed of images and sampler [0]", device=False, baseline=False
     )
     p.add_argument(
         "--space",
@@ -66,63 +70,37 @@ def add_tune(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--reports", type=int, metavar="N", default=8, help="objective reports per trial [8]"
     )
-    p.add_argument("--seed", type=int, default=0, help="base seed of images and sampler [0]")
-    p.add_argument("--fill-ratio", type=float, default=0.02, help="inpainting hole area [0.02]")
-    p.add_argument("--sigma", type=float, default=25.0, help="noise std, 0-255 scale [25]")
-    p.add_argument("--scale", type=int, default=2, help="sr: upscaling factor [2]")
-    p.add_argument("--kernel", default="learned", help="sr: kernel the fit assumes [learned]")
-    p.add_argument("--degrade-kernel", help="sr: kernel that makes the LR inputs [delta]")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=argparse.SUPPRESS)
     p.add_argument(
         "--storage", default="tune-results", metavar="URI", help="Tune state [tune-results]"
     )
     p.add_argument("--name", help="the search's folder under --storage [tune-TASK]")
     p.add_argument("--resume", action="store_true", help="finish the search in --storage/--name")
     p.add_argument("--output", metavar="DIR", help="where to write the outputs [STORAGE/NAME]")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="F", help="[1]")
-    p.add_argument(
-        "--gpus-per-trial", type=float, default=0.0, metavar="F", help="used only if present [0]"
-    )
-    p.add_argument(
-        "--max-concurrent", type=int, metavar="N", help="trials at once [as resources allow]"
-    )
-    p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS or local)")
-    p.add_argument(
-        "--s3-endpoint-url", metavar="URL", help="S3 endpoint (MinIO, Ceph); else AWS_ENDPOINT_URL"
-    )
-    p.add_argument("--experiment", help="MLflow experiment [knitwork-TASK]")
-    p.add_argument("--no-tracking", action="store_true", help="do not record in MLflow")
-    p.set_defaults(run=run_tune, device=None, baseline=None)
-
-
-def _check(args: argparse.Namespace) -> None:
-    if args.num_samples < 1 or args.reports < 1:
-        raise ValueError("--num-samples and --reports must be ≥ 1")
-    if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
-        raise ValueError("--cpus-per-trial must be > 0 and --gpus-per-trial ≥ 0")
+    add_cluster_options(p, unit="trial")
+    add_tracking_options(p, experiment="knitwork-TASK")
+    p.set_defaults(run=run_tune)
 
 
 def run_tune(args: argparse.Namespace) -> int:
-    from knitwork.cli import resolve_config
     from tune.outputs import summary_table
     from tune.search import SearchOptions, new_definition, run_search
     from tune.space import resolve_space
 
-    _check(args)
-    base, label = resolve_config(args)
+    if args.num_samples < 1 or args.reports < 1:
+        raise ValueError("--num-samples and --reports must be ≥ 1")
+    degradation = degradation_from(args)
+    base, label = config_from(args, degradation.task)
     space = resolve_space(args.space, base)
     definition = new_definition(
-        args.task, args.images, base, label, space,
+        degradation, args.images, base, label, space,
         num_samples=args.num_samples, scheduler=args.scheduler, search=args.search,
-        reports=args.reports, seed=args.seed, fill_ratio=args.fill_ratio, sigma=args.sigma,
-        scale=args.scale, kernel=args.kernel, degrade_kernel=args.degrade_kernel,
-        max_pixels=args.max_pixels, experiment=args.experiment or f"knitwork-{args.task}",
+        reports=args.reports, seed=args.seed, max_pixels=args.max_pixels,
+        experiment=args.experiment or f"knitwork-{args.task}",
     )  # fmt: skip
     options = SearchOptions(
-        definition, storage=args.storage, name=args.name, output=args.output,
-        resume=args.resume, cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
-        address=args.address, s3_endpoint_url=args.s3_endpoint_url, track=not args.no_tracking,
+        definition=definition, storage=args.storage, name=args.name, output=args.output,
+        resume=args.resume, cluster=cluster_from(args), s3_endpoint_url=args.s3_endpoint_url,
+        track=not args.no_tracking,
     )  # fmt: skip
     outcome = run_search(options)
     if outcome.interrupted:

@@ -10,6 +10,10 @@ Best values: a metric whose name contains one of ``HIGHER_IS_BETTER`` is best at
 one containing ``LOWER_IS_BETTER`` at its minimum (the higher list is checked first); other
 metrics, and ``reference_*`` ones (they score the degraded input, not the method), are shown
 unmarked. Runs tagged with an image (tag ``image``) compete only with runs of the same image.
+
+Imports nothing heavy at module level: mlflow is imported inside the functions that read the
+store. The caller names the tracking store (``open_client(uri)``); nothing here reads or sets
+process-wide settings.
 """
 
 from __future__ import annotations
@@ -20,19 +24,19 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pipeline.tracking import tracking_uri
-
-PARENT_TAG = "mlflow.parentRunId"
 GROUP_TAG = "image"  # runs of the same image are compared with each other
 TAG_PREFIX = "tag:"  # user tags are compared like params, under this prefix
 HIGHER_IS_BETTER = ("psnr", "ssim", "accuracy", "score", "per_minute", "per_second", "throughput")
 LOWER_IS_BETTER = ("loss", "seconds", "time", "error", "mse", "mae", "lpips", "failed", "rss")
 UNRANKED_PREFIXES = ("reference_", "mean_reference_")
 HISTORY_PREFIXES = ("loss/", "train/")  # step-by-step metrics, drawn as curves
-PAGE = 1000
+SYSTEM_TAG_PREFIX = "mlflow."  # MLflow's own tags, left out of a run's user tags
+PAGE = 1000  # runs or experiments per search request (MLflow pages its searches)
+LISTED_EXPERIMENTS = 20  # experiment names an "unknown target" error lists before "and N more"
+SHORT_ID = 8  # characters of the run id that name a run without a run name
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunRecord:
     """One MLflow run, flattened to what a comparison reads."""
 
@@ -60,7 +64,7 @@ class RunRecord:
         return shown
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Comparison:
     """Runs side by side: which fields differ, which metric values are best."""
 
@@ -153,7 +157,14 @@ def build_comparison(runs: Sequence[RunRecord], source: str = "") -> Comparison:
             differing.append(key)
     metrics = sorted({key for run in runs for key in run.metrics}, key=_metric_order)
     best = {key: best_runs(runs, key) for key in metrics}
-    return Comparison(list(runs), differing, identical, metrics, best, source)
+    return Comparison(
+        runs=list(runs),
+        differing=differing,
+        identical=identical,
+        metrics=metrics,
+        best=best,
+        source=source,
+    )
 
 
 def as_number(text: str | None) -> float | None:
@@ -189,11 +200,18 @@ def varying_numeric_params(comparison: Comparison) -> list[str]:
 # ---- reading the tracking store (MlflowClient) -------------------------------------------
 
 
-def open_client(uri: str | None = None) -> Any:
-    """An ``MlflowClient`` on ``uri`` (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."""
+def open_client(uri: str) -> Any:
+    """An ``MlflowClient`` on the tracking store ``uri`` (e.g. ``sqlite:///mlflow.db``)."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri or tracking_uri())
+    return MlflowClient(tracking_uri=uri)
+
+
+def _parent_tag() -> str:
+    """The tag MLflow puts on a child run, holding its parent's run id."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    return MLFLOW_PARENT_RUN_ID
 
 
 def _search(client: Any, experiment_ids: list[str], filter_string: str = "") -> list[Any]:
@@ -218,7 +236,8 @@ def _experiments(client: Any) -> list[Any]:
 
 def _unknown(client: Any, target: str) -> ValueError:
     names = sorted(e.name for e in _experiments(client))
-    listed = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    more = len(names) - LISTED_EXPERIMENTS
+    listed = ", ".join(names[:LISTED_EXPERIMENTS]) + (f" and {more} more" if more > 0 else "")
     return ValueError(
         f"{target!r} is neither an experiment nor a run id in the tracking store "
         f"{shown_uri(client.tracking_uri)}. Experiments there: {listed or 'none'}. "
@@ -238,7 +257,7 @@ def _resolve(client: Any, target: str) -> list[Any]:
         run = client.get_run(target)
     except MlflowException:
         raise _unknown(client, target) from None
-    children = _search(client, [run.info.experiment_id], f"tags.{PARENT_TAG} = '{target}'")
+    children = _search(client, [run.info.experiment_id], f"tags.{_parent_tag()} = '{target}'")
     return [run, *children]
 
 
@@ -246,13 +265,13 @@ def _record(run: Any, experiment: str, parent_params: dict[str, str]) -> RunReco
     tags = dict(run.data.tags)
     return RunRecord(
         run_id=run.info.run_id,
-        name=run.info.run_name or run.info.run_id[:8],
+        name=run.info.run_name or run.info.run_id[:SHORT_ID],
         experiment=experiment,
         status=run.info.status,
         params=parent_params | dict(run.data.params),
         metrics=dict(run.data.metrics),
-        tags={k: v for k, v in tags.items() if not k.startswith("mlflow.")},
-        parent_id=tags.get(PARENT_TAG),
+        tags={k: v for k, v in tags.items() if not k.startswith(SYSTEM_TAG_PREFIX)},
+        parent_id=tags.get(_parent_tag()),
         start_time=run.info.start_time or 0,
     )
 
@@ -303,7 +322,7 @@ def gather_runs(client: Any, targets: Iterable[str] = ()) -> list[RunRecord]:
         experiment_id = run.info.experiment_id
         if experiment_id not in names:
             names[experiment_id] = client.get_experiment(experiment_id).name
-        parent_id = run.data.tags.get(PARENT_TAG)
+        parent_id = run.data.tags.get(_parent_tag())
         inherited = _parent_params(client, parent_id, parents) if parent_id else {}
         records.append(_record(run, names[experiment_id], inherited))
     return _ordered(records)

@@ -5,10 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tune.compare import Comparison, RunRecord, metric_direction, metric_varies
+from knitwork_compare.compare import Comparison, RunRecord, metric_direction, metric_varies
 
 MISSING = "–"
 BEST = "*"
+WIDTH = 110  # default width of the whole table, in characters
+NUMBER_WIDTH = 3  # the legend's run number column (#)
+RUN_ID_WIDTH = 32  # the legend's run id column: an MLflow run id is 32 hex digits
+EXPERIMENT_WIDTH = 18  # the legend's experiment column, at most (longer names are cut)
+PARENT_WIDTH = 6  # the legend's parent column (#N)
+MIN_NAME_WIDTH = 12  # the legend's name column, at least, however narrow the table
+KEY_WIDTH = 30  # the param/metric name column of the side-by-side tables, at most
+COLUMN_WIDTH = 14  # one run's column in the side-by-side tables
+MIN_MIDDLE_CUT = 8  # narrower than this, a value is cut at its end even with ``middle``
 
 
 def cut(text: str, width: int, middle: bool = False) -> str:
@@ -17,7 +26,7 @@ def cut(text: str, width: int, middle: bool = False) -> str:
     text = " ".join(str(text).split())
     if len(text) <= width:
         return text
-    if not middle or width < 8:
+    if not middle or width < MIN_MIDDLE_CUT:
         return text[: max(0, width - 1)] + "…"
     head = (width - 1) // 3
     return text[:head] + "…" + text[len(text) - (width - 1 - head) :]
@@ -32,14 +41,18 @@ def format_value(value: float | None) -> str:
 def legend(comparison: Comparison, width: int) -> list[str]:
     """One line per run: number, full run id, experiment, parent, name."""
     number = {run.run_id: comparison.number(run) for run in comparison.runs}
-    exp_width = min(18, max(len("experiment"), *(len(r.experiment) for r in comparison.runs)))
-    head = f"{'#':>3}  {'run id':32}  {'experiment':{exp_width}}  {'parent':6}  name"
+    longest = max(len("experiment"), *(len(r.experiment) for r in comparison.runs))
+    exp_width = min(EXPERIMENT_WIDTH, longest)
+    head = (
+        f"{'#':>{NUMBER_WIDTH}}  {'run id':{RUN_ID_WIDTH}}  {'experiment':{exp_width}}  "
+        f"{'parent':{PARENT_WIDTH}}  name"
+    )
     lines = [head]
     for i, run in enumerate(comparison.runs, 1):
         parent = f"#{number[run.parent_id]}" if run.parent_id in number else MISSING
-        prefix = f"{i:>3}  {run.run_id:32}  {cut(run.experiment, exp_width):{exp_width}}  "
-        prefix += f"{parent:6}  "
-        lines.append(prefix + cut(run.name, max(12, width - len(prefix))))
+        prefix = f"{i:>{NUMBER_WIDTH}}  {run.run_id:{RUN_ID_WIDTH}}  "
+        prefix += f"{cut(run.experiment, exp_width):{exp_width}}  {parent:{PARENT_WIDTH}}  "
+        lines.append(prefix + cut(run.name, max(MIN_NAME_WIDTH, width - len(prefix))))
     return lines
 
 
@@ -54,13 +67,13 @@ def side_by_side(
     rows: dict[str, str],
     cell: Callable[[RunRecord, str], str],
     width: int,
-    col_width: int = 14,
+    col_width: int = COLUMN_WIDTH,
 ) -> list[str]:
     """One line per key of ``rows`` (shown as its value), a column per run, in blocks of
     columns that fit ``width``."""
     if not rows:
         return []
-    key_width = min(30, max(len(label) for label in rows.values()))
+    key_width = min(KEY_WIDTH, max(len(label) for label in rows.values()))
     lines: list[str] = []
     for start, block in _blocks(comparison.runs, key_width, col_width, width):
         numbers = [f"#{start + i}" for i in range(1, len(block) + 1)]
@@ -79,7 +92,7 @@ def side_by_side(
     return lines
 
 
-def format_comparison(comparison: Comparison, width: int = 110) -> str:
+def format_comparison(comparison: Comparison, width: int = WIDTH) -> str:
     """The legend, the differing params and the metrics (best marked ``*``) as text."""
     runs = comparison.runs
     experiments = sorted({r.experiment for r in runs})

@@ -16,12 +16,19 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from knitwork.cli import main
+from knitwork.degradation import Degradation
 from knitwork.presets import get_preset
+from knitwork_cli.main import main
+from knitwork_compare.compare import (
+    RunRecord,
+    best_runs,
+    build_comparison,
+    metric_direction,
+    shown_uri,
+)
 from pipeline.driver import RestoreOptions, restore
 from tests.conftest import shrink
 from tests.services import write_images
-from tune.compare import RunRecord, best_runs, build_comparison, metric_direction, shown_uri
 
 EXPERIMENT = "compare-tests"
 ALPHAS = (0.01, 3.0)
@@ -54,11 +61,10 @@ def batches(ray_cluster, tmp_path_factory):
             options = RestoreOptions(
                 input=str(root / "in"),
                 output=str(root / f"out-{alpha}"),
-                task="inpaint",
                 config=config,
+                degradation=Degradation(task="inpaint", fill_ratio=0.04),
                 preset="fast-inpaint",
                 synthetic=True,
-                fill_ratio=0.04,
                 progress=False,
                 experiment=EXPERIMENT,
             )
@@ -216,7 +222,8 @@ def test_help_explains_arguments_best_rule_and_examples(capsys):
 
 
 def record(run_id: str, image: str, **metrics: float) -> RunRecord:
-    return RunRecord(run_id, run_id, "e", metrics=metrics, tags={"image": image} if image else {})
+    tags = {"image": image} if image else {}
+    return RunRecord(run_id=run_id, name=run_id, experiment="e", metrics=metrics, tags=tags)
 
 
 def test_best_is_per_image_and_follows_the_metric_name():
@@ -237,7 +244,7 @@ def test_best_is_per_image_and_follows_the_metric_name():
 
 
 def test_report_thumbnails_stay_small():
-    from tune.report_plots import thumbnail
+    from knitwork_compare.report_plots import thumbnail
 
     buffer = io.BytesIO()
     Image.fromarray(np.zeros((900, 1200, 3), np.uint8)).save(buffer, format="PNG")

@@ -1,16 +1,8 @@
-"""The ``knitwork`` command: thin argument parsing around the core.
-
-knitwork fit IMAGE --task inpaint|denoise|sr -o OUT.png   restore one image
-knitwork restore INPUT OUTPUT --task inpaint|denoise|sr    a folder or s3:// prefix on Ray
-knitwork render MODEL.pt -o OUT.png --size WxH          redraw a saved model at any size
-knitwork presets [show NAME]                            list presets or print one as YAML
-knitwork bench quality --suite inpaint|denoise|sr       quality beside baselines (docs/benchmarks)
-"""
+"""`knitwork fit`, `knitwork render` and `knitwork presets`: one image, in this process."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 
@@ -18,15 +10,18 @@ import numpy as np
 
 from knitwork import io as kio
 from knitwork.checkpoint import load_model, render, save_model
-from knitwork.config import TASKS, Config, as_baseline
-from knitwork.fit import NonFiniteLossError, fit
-from knitwork.presets import PRESETS, default_preset, get_preset, load_preset_file, to_yaml
+from knitwork.degradation import Degradation
+from knitwork.fit import fit
+from knitwork.presets import PRESETS, get_preset, to_yaml
 from knitwork.progress import progress_callback
 from knitwork.report import comparison, fit_metrics, learned_kernel, save_kernel
-from knitwork.tasks import Observation, degrade, observe, sr_observation
-from pipeline.cli import add_bench, add_restore
-from tune.compare_cli import add_compare
-from tune.search_cli import add_tune
+from knitwork.tasks import Observation
+from knitwork_cli.options import (
+    add_config_options,
+    add_degradation_options,
+    config_from,
+    degradation_from,
+)
 
 _FIT_HELP = """\
 Fit one Neural Knitwork to IMAGE and write the restored image to OUT.
@@ -50,40 +45,10 @@ examples:
 """
 
 
-def add_fit_options(p: argparse.ArgumentParser, clean: str) -> None:
-    """Options shared by `fit` and `restore`: task, configuration, seed, degradation."""
-    p.add_argument("--task", required=True, choices=TASKS, help="what to restore")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--preset", help="named preset (default: fast-TASK; see `knitwork presets`)")
-    group.add_argument("--preset-file", help="YAML preset (full config, or `base: NAME` + changes)")
-    p.add_argument("--steps", type=int, help="override the preset's number of steps")
-    p.add_argument("--seed", type=int, default=0, help="seed of the model and degradation [0]")
-    p.add_argument("--baseline", choices=["mlp"], help="fit the conventional coordinate MLP")
-    p.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA when available)")
-    p.add_argument("--synthetic", action="store_true", help=f"{clean} is clean: degrade, score")
-    p.add_argument("--fill-ratio", type=float, default=0.02, help="synthetic hole area [0.02]")
-    p.add_argument("--sigma", type=float, default=25.0, help="synthetic noise std, 0-255 [25]")
-    p.add_argument("--scale", type=int, default=2, help="sr: integer upscaling factor [2]")
-    p.add_argument(
-        "--kernel",
-        default="learned",
-        help="sr: the downsampling kernel: learned (blind), delta, gaussian:SIGMA, "
-        "gaussian:SX,SY,THETA (degrees) or FILE.npy [learned]",
-    )
-    p.add_argument(
-        "--degrade-kernel",
-        help="sr with --synthetic: the kernel that makes the LR input "
-        "[--kernel's, or delta when learning]",
-    )
-    p.add_argument(
-        "--max-pixels",
-        type=int,
-        default=kio.DEFAULT_MAX_PIXELS,
-        help=f"refuse larger images [{kio.DEFAULT_MAX_PIXELS}]",
-    )
+SHOWN_METRICS = ("psnr", "ssim", "psnr_hole", "ssim_hole", "reference_psnr", "seconds")
 
 
-def _add_fit(sub: argparse._SubParsersAction) -> None:
+def add_fit(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "fit",
         help="restore one image",
@@ -93,7 +58,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("image", help="input image (PNG, JPEG, TIFF, WebP; 8 or 16 bit)")
     p.add_argument("-o", "--output", required=True, help="where to write the restored image")
     p.add_argument("--mask", help="inpainting mask image: white = hole to fill, black = known")
-    add_fit_options(p, clean="IMAGE")
+    add_degradation_options(p, clean="IMAGE")
+    add_config_options(p)
     p.add_argument("--metrics-json", help="write metrics, timing and size to this JSON file")
     p.add_argument("--save-model", help="write the fitted model here (.pt; see `render`)")
     p.add_argument("--save-input", help="write the degraded input here (with --synthetic)")
@@ -108,7 +74,7 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_fit)
 
 
-def _add_render(sub: argparse._SubParsersAction) -> None:
+def add_render(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("render", help="draw a saved model at any resolution")
     p.add_argument("model", help="a model written by `knitwork fit --save-model`")
     p.add_argument("-o", "--output", required=True, help="output image")
@@ -118,74 +84,38 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_render)
 
 
-def _add_presets(sub: argparse._SubParsersAction) -> None:
+def add_presets(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("presets", help="list presets, or print one as YAML")
     p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
     p.add_argument("name", nargs="?", help="preset to show")
     p.set_defaults(run=run_presets)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="knitwork",
-        description="Neural Knitworks: restore images by fitting a patch-based coordinate MLP.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_fit(sub)
-    add_restore(sub)
-    add_bench(sub)
-    add_compare(sub)
-    add_tune(sub)
-    _add_render(sub)
-    _add_presets(sub)
-    return parser
-
-
-def resolve_config(args: argparse.Namespace) -> tuple[Config, str]:
-    """The config and a label for it, from --preset/--preset-file, --steps, --baseline."""
-    if args.preset_file:
-        config, label = load_preset_file(args.preset_file), str(args.preset_file)
-    else:
-        label = args.preset or default_preset(args.task)
-        config = get_preset(label)
-    if args.steps is not None:
-        config = config.with_steps(args.steps)
-    if args.device:
-        config = config.replace(optim=dataclasses.replace(config.optim, device=args.device))
-    if args.baseline == "mlp":
-        config, label = as_baseline(config), f"{label} (mlp baseline)"
-    return config, label
-
-
-def build_observation(args: argparse.Namespace) -> tuple[Observation, np.ndarray | None, int]:
+def observation_from(
+    args: argparse.Namespace, degradation: Degradation
+) -> tuple[Observation, np.ndarray | None, int]:
     """The observation, the ground truth (with --synthetic) and the input's bit depth."""
     loaded = kio.load_image(args.image, max_pixels=args.max_pixels)
-    pixels, shape = loaded.pixels, loaded.pixels.shape[:2]
-    if args.task == "sr":
-        obs, truth = sr_observation(
-            pixels, args.scale, args.kernel, args.synthetic, args.seed, args.degrade_kernel
-        )
-        return obs, truth, loaded.bit_depth
-    known = kio.load_mask(args.mask, shape, max_pixels=args.max_pixels) if args.mask else None
-    if args.task == "inpaint" and known is None and loaded.alpha is not None:
+    pixels, task, known = loaded.pixels, degradation.task, None
+    if task != "sr" and args.mask:
+        known = kio.load_mask(args.mask, pixels.shape[:2], max_pixels=args.max_pixels)
+    if task == "inpaint" and known is None and loaded.alpha is not None:
         known = kio.known_from_alpha(loaded)
-    if not args.synthetic:
-        if args.task == "inpaint" and known is None:
-            raise ValueError(
-                f"{args.image}: inpainting needs to know the hole: pass --mask, give the image "
-                "an alpha channel (transparent = hole), or use --synthetic on a clean image"
-            )
-        return observe(args.task, pixels, known), None, loaded.bit_depth
-    if args.task == "inpaint" and known is not None:
-        obs = observe("inpaint", pixels * known[:, :, None], known)
-    else:
-        obs = degrade(args.task, pixels, args.seed, fill_ratio=args.fill_ratio, sigma=args.sigma)
-    return obs, pixels, loaded.bit_depth
+    if args.synthetic:
+        obs, truth = degradation.apply(pixels, args.seed, known)
+        return obs, truth, loaded.bit_depth
+    if task == "inpaint" and known is None:
+        raise ValueError(
+            f"{args.image}: inpainting needs to know the hole: pass --mask, give the image "
+            "an alpha channel (transparent = hole), or use --synthetic on a clean image"
+        )
+    return degradation.observe(pixels, known), None, loaded.bit_depth
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    config, label = resolve_config(args)
-    obs, truth, bit_depth = build_observation(args)
+    degradation = degradation_from(args)
+    config, label = config_from(args, degradation.task)
+    obs, truth, bit_depth = observation_from(args, degradation)
     h, w, c = obs.image.shape
     print(
         f"{args.image}: {w}×{h}, {args.task}, preset {label}, {config.optim.steps} steps",
@@ -218,12 +148,9 @@ def run_fit(args: argparse.Namespace) -> int:
     if args.metrics_json:
         with kio.atomic_file(args.metrics_json) as handle:
             handle.write(json.dumps(metrics, indent=2).encode("utf-8"))
-    shown = {k: v for k, v in metrics.items() if v is not None and k in _SHOWN}
+    shown = {k: v for k, v in metrics.items() if v is not None and k in SHOWN_METRICS}
     print(f"wrote {args.output}  " + "  ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
     return 0
-
-
-_SHOWN = ("psnr", "ssim", "psnr_hole", "ssim_hole", "reference_psnr", "seconds")
 
 
 def _fmt(value: float) -> str:
@@ -264,19 +191,3 @@ def run_presets(args: argparse.Namespace) -> int:
             f"{scales}, reconstructor {cfg.model.reconstructor}"
         )
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except NonFiniteLossError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

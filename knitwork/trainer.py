@@ -1,0 +1,356 @@
+"""The Trainer: one fit's whole state (model, optimisers, targets, step, stop rule) and its
+iteration. Every caller steps it: ``knitwork.fit.fit`` to the end, a Tune trial round-robin over
+several images with checkpoints, so a config runs the same everywhere.
+
+Each iteration computes the patch field once and reuses it for every term: the discriminator
+sees it detached, then the generator's losses (eq. 4) are taken on the same tensor.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from knitwork.config import Config
+from knitwork.kernels import downsample, lr_coordinates
+from knitwork.losses import Targets, discriminator_loss, generator_losses
+from knitwork.metrics import estimate_noise, psnr
+from knitwork.model import Knitwork, count_parameters, pixel_grid
+from knitwork.patches import describe, in_image, patch_stack
+from knitwork.tasks import Observation
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; the message names the step and the terms."""
+
+
+@dataclass(kw_only=True)
+class FitResult:
+    image: np.ndarray  # (H, W, C) restored image in [0, 1] (known pixels kept if asked)
+    raw: np.ndarray  # (H, W, C) the reconstructor's output, clipped: the paper's protocol
+    model: Knitwork  # trained model, on the CPU
+    config: Config
+    task: str
+    seed: int
+    seconds: float  # wall-clock time of the optimisation steps
+    history: list[dict[str, float]] = field(default_factory=list)
+    scale: int = 1  # super-resolution factor (the result is scale × the input's size)
+    stopped_at: int | None = None  # the step an early stop ended the fit at, if it did
+
+    @property
+    def steps(self) -> int:
+        return self.stopped_at or self.config.optim.steps
+
+    @property
+    def parameters(self) -> int:
+        """Trainable parameters of every network that was fitted (discriminator included)."""
+        return count_parameters(self.model)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
+    return device
+
+
+def build_targets(observation: Observation, model: Knitwork, device: torch.device) -> Targets:
+    """Observed stacks, colours and the discriminator's real set, computed once per fit."""
+    patches = model.config.patches
+    image = torch.from_numpy(observation.image).to(device).permute(2, 0, 1).contiguous()
+    known = torch.from_numpy(observation.known).to(device)
+    h, w = observation.known.shape
+    stacks, stack_known = patch_stack(image, known, patches)
+    full = in_image(h, w, patches, device).flatten(1).all(dim=1)
+    real = stacks[stack_known.flatten(1).all(dim=1)].flatten(1)
+    if model.discriminator is not None and (len(real) == 0 or not full.any()):
+        raise ValueError(
+            f"no {describe(patches)} patch stack fits wholly inside the known part of this "
+            f"{w}×{h} image, so the discriminator has no real patches: use smaller patch "
+            "scales (model.patches.scales) or switch the GAN off (loss.gamma: 0)"
+        )
+    return Targets(
+        stacks=stacks,
+        stack_known=stack_known,
+        colours=image.flatten(1).T.contiguous(),
+        pixel_known=known.flatten(),
+        real=real,
+        full=full,
+        height=h,
+        width=w,
+    )
+
+
+def build_sr_targets(observation: Observation, model: Knitwork, device: torch.device) -> Targets:
+    """Super-resolution: the field lives on the HR grid; the discriminator's real patches are
+    the LR image's own stacks, and the LR image is what the downsampled output must match."""
+    patches = model.config.patches
+    low = torch.from_numpy(observation.image).to(device).permute(2, 0, 1).contiguous()
+    h, w = observation.image.shape[:2]
+    big_h, big_w = observation.output_shape
+    stacks, _ = patch_stack(low, None, patches)
+    real = stacks[in_image(h, w, patches, device).flatten(1).all(dim=1)].flatten(1)
+    full = in_image(big_h, big_w, patches, device).flatten(1).all(dim=1)
+    if model.discriminator is not None and len(real) == 0:
+        raise ValueError(
+            f"no {describe(patches)} patch stack fits inside this {w}×{h} low-resolution image, "
+            "so the discriminator has no real patches: use smaller patch scales or loss.gamma: 0"
+        )
+    return Targets(real=real, full=full, height=big_h, width=big_w, low_res=low)
+
+
+def _check_finite(step: int, terms: dict[str, torch.Tensor]) -> None:
+    if not torch.isfinite(terms["total"]):
+        values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+        raise NonFiniteLossError(
+            f"loss became non-finite at step {step} ({values}): lower the learning rates "
+            "(optim.lr, optim.d_lr) or the loss weights"
+        )
+
+
+def noise_floor(observation: Observation, config: Config) -> float | None:
+    """The residual RMS at which a denoising fit stops (``optim.early_stop: noise``): the noise
+    level estimated from the noisy image, which the clean image would sit at."""
+    if config.optim.early_stop != "noise" or observation.task != "denoise":
+        return None
+    return estimate_noise(observation.image)
+
+
+class Trainer:
+    """One fit: model, optimisers, targets, the step counter and the stop rule.
+
+    ``step()`` runs one iteration and returns the history entry when that step is logged (every
+    ``optim.log_every`` steps, the last one, an early stop); ``finished`` says when to stop;
+    ``restored()`` draws the current image; ``result()`` ends the fit. ``state_dict()`` /
+    ``load_state_dict()`` hold everything needed to continue exactly where it was.
+    """
+
+    def __init__(
+        self,
+        observation: Observation,
+        config: Config,
+        *,
+        seed: int = 0,
+        ground_truth: np.ndarray | None = None,
+    ) -> None:
+        self.observation, self.config, self.seed = observation, config, seed
+        self.ground_truth = ground_truth
+        self.device = resolve_device(config.optim.device)
+        self.steps_done, self.stopped_at, self.seconds = 0, None, 0.0
+        self.history: list[dict[str, float]] = []
+        self.super_resolve = observation.task == "sr" and config.model.method == "knitwork"
+        blind = self.super_resolve and observation.kernel is None
+        with torch.random.fork_rng(devices=[]):  # seeded weights; the caller's RNG untouched
+            torch.manual_seed(seed)
+            self.model = Knitwork(
+                config.model,
+                channels=observation.image.shape[2],
+                seed=seed,
+                discriminator=config.loss.gamma > 0,
+                kernel_scale=observation.scale if blind else None,
+            )
+        self.model.to(self.device)
+        self.downsample = self._downsampler()
+        self.targets, self.coords = self._targets()
+        self.features = self._encode()
+        self.opt_g = torch.optim.Adam(self.model.generator_parameters(), lr=config.optim.lr)
+        d = self.model.discriminator
+        self.opt_d = torch.optim.Adam(d.parameters(), lr=config.optim.d_lr) if d else None
+        bf16 = config.optim.precision == "bf16"
+        self.autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+        )
+        self.floor = noise_floor(observation, config)
+        image = torch.from_numpy(observation.image)
+        self.observed = image.reshape(-1, image.shape[2]).to(self.device) if self.floor else None
+
+    @torch.no_grad()
+    def _encode(self) -> torch.Tensor:
+        """The Fourier features of the fitted coordinates (fixed for the whole fit)."""
+        return self.model.encoding(self.coords)
+
+    def _downsampler(self):
+        """SR: the learned kernel the model carries, or the known kernel as a fixed operator."""
+        obs = self.observation
+        if not self.super_resolve:
+            return None
+        if self.model.downsampler is not None:
+            return self.model.downsampler
+        kernel = torch.from_numpy(obs.kernel).to(self.device)
+        return lambda image: downsample(image, kernel, obs.scale)
+
+    def _targets(self) -> tuple[Targets, torch.Tensor]:
+        """The targets, and the coordinates the field is fitted at."""
+        obs = self.observation
+        if self.super_resolve:
+            coords = pixel_grid(*obs.output_shape, self.device)
+            return build_sr_targets(obs, self.model, self.device), coords
+        # every other task, and the MLP baseline for SR: fit the observed pixels
+        h, w = obs.known.shape
+        if obs.task == "sr":
+            coords = lr_coordinates(h, w, obs.scale).to(self.device)
+        else:
+            coords = pixel_grid(h, w, self.device)
+        return build_targets(obs, self.model, self.device), coords
+
+    def _residual(self, pixels: torch.Tensor) -> float:
+        """RMS distance of the output from the (noisy) observed pixels."""
+        return float((pixels.clamp(0, 1) - self.observed).pow(2).mean().sqrt())
+
+    @property
+    def finished(self) -> bool:
+        return self.stopped_at is not None or self.steps_done >= self.config.optim.steps
+
+    def field(self) -> torch.Tensor:
+        with self.autocast:
+            return self.model.patch_mlp(self.features).float()
+
+    def discriminator_step(self, field: torch.Tensor) -> torch.Tensor:
+        fakes = field.detach()[self.targets.full].flatten(1)
+        for _ in range(self.config.optim.d_steps):
+            self.opt_d.zero_grad(set_to_none=True)
+            d = self.model.discriminator
+            loss = discriminator_loss(
+                d(self.targets.real), d(fakes), self.config.loss.label_smoothing
+            )
+            loss.backward()
+            self.opt_d.step()
+        return loss.detach()
+
+    def generator_step(self, field: torch.Tensor, step: int):
+        pixels = self.model.pixels(field)
+        d = self.model.discriminator
+        fake_logits = d(field[self.targets.full]) if d is not None else None
+        terms = generator_losses(
+            field,
+            pixels,
+            fake_logits,
+            self.targets,
+            self.config.loss,
+            self.config.model.patches,
+            step,
+            self.downsample,
+        )
+        if self.model.downsampler is not None:
+            loss = self.config.loss
+            terms["kernel"] = self.downsample.sum_penalty()
+            terms["kernel_spread"] = self.downsample.spread_penalty()
+            terms["total"] = (
+                terms["total"]
+                + loss.kernel_sum * terms["kernel"]
+                + loss.kernel_spread * terms["kernel_spread"]
+            )
+        _check_finite(step, terms)
+        self.opt_g.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        self.opt_g.step()
+        return terms, pixels.detach()
+
+    def _iterate(self, step: int) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        alternate = self.config.optim.schedule == "alternate"
+        update_d = self.opt_d is not None and (not alternate or step % 2 == 0)
+        update_g = not alternate or step % 2 == 1 or self.opt_d is None
+        if update_g:
+            field = self.field()
+        else:
+            with torch.no_grad():
+                field = self.field()
+        terms: dict[str, torch.Tensor] = {}
+        if update_d:
+            terms["discriminator"] = self.discriminator_step(field)
+        pixels = None
+        if update_g:
+            g_terms, pixels = self.generator_step(field, step)
+            terms.update(g_terms)
+        return terms, pixels
+
+    def step(self) -> dict[str, float] | None:
+        """One iteration; the history entry when this step is logged, else None."""
+        if self.finished:
+            raise RuntimeError("the fit has finished: no more steps")
+        start = time.perf_counter()
+        terms, pixels = self._iterate(self.steps_done)
+        self.steps_done += 1
+        done = self.steps_done
+        if self.floor is not None and pixels is not None and self._residual(pixels) <= self.floor:
+            self.stopped_at = done
+        entry = None
+        if done % self.config.optim.log_every == 0 or self.finished:
+            entry = {"step": float(done), **{k: float(v.detach()) for k, v in terms.items()}}
+            h, w = self.observation.output_shape
+            if self.ground_truth is not None and pixels is not None and len(pixels) == h * w:
+                current = pixels.clamp(0, 1).view(h, w, -1).cpu().numpy()
+                entry["psnr"] = psnr(current, self.ground_truth)
+            self.history.append(entry)
+        self.seconds += time.perf_counter() - start
+        return entry
+
+    def _paste_known(self, image: np.ndarray) -> np.ndarray:
+        obs = self.observation
+        if obs.task == "inpaint":
+            image[obs.known] = obs.image[obs.known]
+        return image
+
+    @torch.no_grad()
+    def restored(self, keep_known: bool = True) -> np.ndarray:
+        """The image as the fit would return it now, drawn where the model lives."""
+        h, w = self.observation.output_shape
+        self.model.eval()
+        image = self.model.render(h, w).clamp(0, 1).cpu().numpy()
+        self.model.train()
+        return self._paste_known(image) if keep_known else image
+
+    def result(self, keep_known: bool = True) -> FitResult:
+        """End the fit: the model moves to the CPU and draws the result there."""
+        model = self.model.cpu().eval()
+        raw = model.render(*self.observation.output_shape).clamp(0, 1).numpy()
+        image = self._paste_known(raw.copy()) if keep_known else raw.copy()
+        return FitResult(
+            image=image,
+            raw=raw,
+            model=model,
+            config=self.config,
+            task=self.observation.task,
+            seed=self.seed,
+            seconds=self.seconds,
+            history=self.history,
+            scale=self.observation.scale,
+            stopped_at=self.stopped_at,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to go on: weights, both optimisers, step, stop, history, time."""
+        return {
+            "model": self.model.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
+            "steps_done": self.steps_done,
+            "stopped_at": self.stopped_at,
+            "seconds": self.seconds,
+            "history": list(self.history),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.features = self._encode()  # the loaded frequencies
+        self.opt_g.load_state_dict(state["opt_g"])
+        if self.opt_d is not None:
+            self.opt_d.load_state_dict(state["opt_d"])
+        self.steps_done, self.stopped_at = int(state["steps_done"]), state["stopped_at"]
+        self.seconds, self.history = float(state["seconds"]), list(state["history"])
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """JSON-friendly metric: None for missing or infinite values."""
+    return None if value is None or not math.isfinite(value) else value

@@ -1,0 +1,62 @@
+"""The ``knitwork`` command: every subcommand assembled here, the environment's defaults set
+(``knitwork_cli.environment``), errors turned into messages and exit codes.
+
+knitwork fit IMAGE --task inpaint|denoise|sr -o OUT.png   restore one image
+knitwork restore INPUT OUTPUT --task inpaint|denoise|sr    a folder or s3:// prefix on Ray
+knitwork bench quality --suite inpaint|denoise|sr         quality beside baselines (docs/benchmarks)
+knitwork tune --task ... --images URI                      hyperparameter search on Ray Tune
+knitwork compare [EXPERIMENT|RUN_ID ...]                   compare MLflow runs, HTML report
+knitwork render MODEL.pt -o OUT.png --size WxH             redraw a saved model at any size
+knitwork presets [show NAME]                               list presets or print one as YAML
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from knitwork.trainer import NonFiniteLossError
+from knitwork_cli import environment
+from knitwork_cli.batch import add_bench, add_restore
+from knitwork_cli.compare import add_compare
+from knitwork_cli.search import add_tune
+from knitwork_cli.single import add_fit, add_presets, add_render
+from pipeline.cluster import ClusterError
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="knitwork",
+        description="Neural Knitworks: restore images by fitting a patch-based coordinate MLP.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_fit(sub)
+    add_restore(sub)
+    add_bench(sub)
+    add_compare(sub)
+    add_tune(sub)
+    add_render(sub)
+    add_presets(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        environment.apply(args.command, getattr(args, "address", None))
+        return args.run(args)
+    except (NonFiniteLossError, ClusterError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
