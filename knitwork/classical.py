@@ -129,7 +129,7 @@ CLASSICAL: dict[str, tuple[Classical, ...]] = {
     "sr": (
         Classical(
             name="bicubic",
-            params="Keys a = −0.5 on the LR sampling grid",
+            params="Keys cubic convolution, a = −0.5 (knitwork.kernels), on the LR sampling grid",
             restore=upsample_bicubic,
         ),
     ),
