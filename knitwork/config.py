@@ -143,6 +143,11 @@ class OptimConfig(_Checked):
     # "noise" (denoising): stop once the output is no closer to the noisy input than the noise
     # level estimated from it (the discrepancy principle); "none": run every step
     early_stop: EarlyStop = "none"
+    # peak memory a fit may use: a size (4G, 512M) or "auto" (80 % of what is free when it
+    # starts); full-grid steps when they fit, else sampled crops (knitwork.memory)
+    max_memory: str = "auto"
+    crop_size: int = 0  # side of the sampled square crops; 0: from max_memory (full grid if
+    # it fits). Inpainting and denoising only.
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -211,8 +216,26 @@ def validate(config: Config) -> None:
         raise ValueError("loss.label_smoothing must be below 1")
     if lo.beta > 0 and m.reconstructor == "none":
         raise ValueError("loss.beta > 0 needs a reconstructor (model.reconstructor is 'none')")
+    if o.max_memory != "auto":
+        parse_size(o.max_memory)  # a bad size fails here, naming itself
+    if o.crop_size < 0:
+        raise ValueError(f"optim.crop_size must be ≥ 0; got {o.crop_size}")
     if o.steps < 0 or o.lr <= 0 or o.d_lr <= 0 or o.d_steps < 1 or o.log_every < 1:
         raise ValueError("optim: steps ≥ 0, lr > 0, d_lr > 0, d_steps ≥ 1, log_every ≥ 1 needed")
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``4G``, ``512M``, ``1.5GiB``, ``2e9``; ``auto`` is not a size."""
+    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = value[-1] if value and value[-1] in "KMGT" else ""
+    try:
+        number = float(value[: len(value) - len(unit)])
+    except ValueError:
+        raise ValueError(f"optim.max_memory {text!r}: use e.g. 4G, 512M or auto") from None
+    if not number > 0:
+        raise ValueError(f"optim.max_memory {text!r} must be positive")
+    return int(number * units[unit])
 
 
 def _build(cls: type, data: Any, where: str) -> Any:

@@ -29,6 +29,7 @@ def fit_metrics(result: FitResult, obs: Observation, truth: np.ndarray | None) -
         "seed": result.seed,
         "height": result.image.shape[0],
         "width": result.image.shape[1],
+        "crop": None if result.crop is None else f"{result.crop[1]}x{result.crop[0]}",
     }
     if obs.task == "sr":
         out["scale"] = obs.scale

@@ -8,6 +8,7 @@ sees it detached, then the generator's losses (eq. 4) are taken on the same tens
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from contextlib import nullcontext
@@ -20,9 +21,10 @@ import torch
 from knitwork.config import Config
 from knitwork.kernels import downsample, lr_coordinates
 from knitwork.losses import Targets, discriminator_loss, generator_losses
+from knitwork.memory import StepPlan, budget_bytes, plan_steps
 from knitwork.metrics import estimate_noise, psnr
 from knitwork.model import Knitwork, count_parameters, pixel_grid
-from knitwork.patches import describe, in_image, patch_stack
+from knitwork.targets import build_sr_targets, build_targets, crop_targets
 from knitwork.tasks import Observation
 
 
@@ -42,6 +44,7 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     scale: int = 1  # super-resolution factor (the result is scale × the input's size)
     stopped_at: int | None = None  # the step an early stop ended the fit at, if it did
+    crop: tuple[int, int] | None = None  # (height, width) of the sampled crops; None: full grid
 
     @property
     def steps(self) -> int:
@@ -63,51 +66,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
     return device
-
-
-def build_targets(observation: Observation, model: Knitwork, device: torch.device) -> Targets:
-    """Observed stacks, colours and the discriminator's real set, computed once per fit."""
-    patches = model.config.patches
-    image = torch.from_numpy(observation.image).to(device).permute(2, 0, 1).contiguous()
-    known = torch.from_numpy(observation.known).to(device)
-    h, w = observation.known.shape
-    stacks, stack_known = patch_stack(image, known, patches)
-    full = in_image(h, w, patches, device).flatten(1).all(dim=1)
-    real = stacks[stack_known.flatten(1).all(dim=1)].flatten(1)
-    if model.discriminator is not None and (len(real) == 0 or not full.any()):
-        raise ValueError(
-            f"no {describe(patches)} patch stack fits wholly inside the known part of this "
-            f"{w}×{h} image, so the discriminator has no real patches: use smaller patch "
-            "scales (model.patches.scales) or switch the GAN off (loss.gamma: 0)"
-        )
-    return Targets(
-        stacks=stacks,
-        stack_known=stack_known,
-        colours=image.flatten(1).T.contiguous(),
-        pixel_known=known.flatten(),
-        real=real,
-        full=full,
-        height=h,
-        width=w,
-    )
-
-
-def build_sr_targets(observation: Observation, model: Knitwork, device: torch.device) -> Targets:
-    """Super-resolution: the field lives on the HR grid; the discriminator's real patches are
-    the LR image's own stacks, and the LR image is what the downsampled output must match."""
-    patches = model.config.patches
-    low = torch.from_numpy(observation.image).to(device).permute(2, 0, 1).contiguous()
-    h, w = observation.image.shape[:2]
-    big_h, big_w = observation.output_shape
-    stacks, _ = patch_stack(low, None, patches)
-    real = stacks[in_image(h, w, patches, device).flatten(1).all(dim=1)].flatten(1)
-    full = in_image(big_h, big_w, patches, device).flatten(1).all(dim=1)
-    if model.discriminator is not None and len(real) == 0:
-        raise ValueError(
-            f"no {describe(patches)} patch stack fits inside this {w}×{h} low-resolution image, "
-            "so the discriminator has no real patches: use smaller patch scales or loss.gamma: 0"
-        )
-    return Targets(real=real, full=full, height=big_h, width=big_w, low_res=low)
 
 
 def _check_finite(step: int, terms: dict[str, torch.Tensor]) -> None:
@@ -161,9 +119,15 @@ class Trainer:
                 kernel_scale=observation.scale if blind else None,
             )
         self.model.to(self.device)
+        self.plan = self._plan()
         self.downsample = self._downsampler()
-        self.targets, self.coords = self._targets()
-        self.features = self._encode()
+        if self.plan.crop is None:
+            self.targets, self.coords = self._targets()
+            self.features = self._encode()
+        else:  # each step draws its window (``_next_crop``) from a generator of its own
+            self.crops = torch.Generator().manual_seed(seed)
+            self.image = torch.from_numpy(observation.image).to(self.device).permute(2, 0, 1)
+            self.known = torch.from_numpy(observation.known).to(self.device)
         self.opt_g = torch.optim.Adam(self.model.generator_parameters(), lr=config.optim.lr)
         d = self.model.discriminator
         self.opt_d = torch.optim.Adam(d.parameters(), lr=config.optim.d_lr) if d else None
@@ -172,8 +136,40 @@ class Trainer:
             torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
         )
         self.floor = noise_floor(observation, config)
-        image = torch.from_numpy(observation.image)
-        self.observed = image.reshape(-1, image.shape[2]).to(self.device) if self.floor else None
+
+    def _plan(self) -> StepPlan:
+        """Full-grid steps when they fit ``optim.max_memory``, else sampled crops (inpainting
+        and denoising); ``optim.crop_size`` forces crops of that side."""
+        obs, optim = self.observation, self.config.optim
+        h, w = obs.output_shape if self.super_resolve else obs.known.shape
+        plan = plan_steps(
+            self.config,
+            channels=obs.image.shape[2],
+            grid=(h, w),
+            input_pixels=obs.known.size,
+            parameters=count_parameters(self.model),
+            budget=budget_bytes(optim.max_memory, str(self.device)),
+            crops=obs.task != "sr",
+        )
+        if optim.crop_size and obs.task != "sr":
+            side = optim.crop_size
+            crop = (min(side, h), min(side, w))
+            plan = dataclasses.replace(plan, crop=crop, coordinates=crop[0] * crop[1])
+        return plan
+
+    def _next_crop(self) -> None:
+        """Draw this step's window: its coordinates' features and its targets."""
+        h, w = self.observation.known.shape
+        ch, cw = self.plan.crop
+        top = int(torch.randint(0, h - ch + 1, (1,), generator=self.crops))
+        left = int(torch.randint(0, w - cw + 1, (1,), generator=self.crops))
+        rows = (torch.arange(top, top + ch, dtype=torch.float32) + 0.5) / h
+        cols = (torch.arange(left, left + cw, dtype=torch.float32) + 0.5) / w
+        grid = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)
+        self.coords = grid.to(self.device)
+        self.features = self._encode()
+        box = (top, left, ch, cw)
+        self.targets = crop_targets(self.image, self.known, box, self.config.model.patches)
 
     @torch.no_grad()
     def _encode(self) -> torch.Tensor:
@@ -205,8 +201,8 @@ class Trainer:
         return build_targets(obs, self.model, self.device), coords
 
     def _residual(self, pixels: torch.Tensor) -> float:
-        """RMS distance of the output from the (noisy) observed pixels."""
-        return float((pixels.clamp(0, 1) - self.observed).pow(2).mean().sqrt())
+        """RMS distance of the output from the (noisy) observed pixels of this step."""
+        return float((pixels.clamp(0, 1) - self.targets.colours).pow(2).mean().sqrt())
 
     @property
     def finished(self) -> bool:
@@ -218,6 +214,8 @@ class Trainer:
 
     def discriminator_step(self, field: torch.Tensor) -> torch.Tensor:
         fakes = field.detach()[self.targets.full].flatten(1)
+        if len(fakes) == 0 or len(self.targets.real) == 0:  # a crop inside a hole: skip D
+            return torch.zeros((), device=field.device)
         for _ in range(self.config.optim.d_steps):
             self.opt_d.zero_grad(set_to_none=True)
             d = self.model.discriminator
@@ -280,6 +278,8 @@ class Trainer:
         if self.finished:
             raise RuntimeError("the fit has finished: no more steps")
         start = time.perf_counter()
+        if self.plan.crop is not None:
+            self._next_crop()
         terms, pixels = self._iterate(self.steps_done)
         self.steps_done += 1
         done = self.steps_done
@@ -307,14 +307,15 @@ class Trainer:
         """The image as the fit would return it now, drawn where the model lives."""
         h, w = self.observation.output_shape
         self.model.eval()
-        image = self.model.render(h, w).clamp(0, 1).cpu().numpy()
+        image = self.model.render(h, w, self.plan.render_chunk).clamp(0, 1).cpu().numpy()
         self.model.train()
         return self._paste_known(image) if keep_known else image
 
     def result(self, keep_known: bool = True) -> FitResult:
         """End the fit: the model moves to the CPU and draws the result there."""
         model = self.model.cpu().eval()
-        raw = model.render(*self.observation.output_shape).clamp(0, 1).numpy()
+        h, w = self.observation.output_shape
+        raw = model.render(h, w, self.plan.render_chunk).clamp(0, 1).numpy()
         image = self._paste_known(raw.copy()) if keep_known else raw.copy()
         return FitResult(
             image=image,
@@ -327,10 +328,12 @@ class Trainer:
             history=self.history,
             scale=self.observation.scale,
             stopped_at=self.stopped_at,
+            crop=self.plan.crop,
         )
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to go on: weights, both optimisers, step, stop, history, time."""
+        """Everything needed to go on: weights, both optimisers, step, stop, history, time, and
+        where the crop sampler is."""
         return {
             "model": self.model.state_dict(),
             "opt_g": self.opt_g.state_dict(),
@@ -339,16 +342,20 @@ class Trainer:
             "stopped_at": self.stopped_at,
             "seconds": self.seconds,
             "history": list(self.history),
+            "crops": None if self.plan.crop is None else self.crops.get_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.features = self._encode()  # the loaded frequencies
+        if self.plan.crop is None:  # crops encode their coordinates at each step
+            self.features = self._encode()  # the loaded frequencies
         self.opt_g.load_state_dict(state["opt_g"])
         if self.opt_d is not None:
             self.opt_d.load_state_dict(state["opt_d"])
         self.steps_done, self.stopped_at = int(state["steps_done"]), state["stopped_at"]
         self.seconds, self.history = float(state["seconds"]), list(state["history"])
+        if self.plan.crop is not None and state.get("crops") is not None:
+            self.crops.set_state(state["crops"])
 
 
 def finite_or_none(value: float | None) -> float | None:

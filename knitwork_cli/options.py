@@ -5,6 +5,7 @@ scale, kernels), cluster options (Ray) and tracking/storage options (MLflow, S3)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from knitwork import io as kio
 from knitwork.config import TASKS, Config, as_baseline
@@ -33,6 +34,12 @@ def add_config_options(
         p.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA when available)")
     else:
         p.set_defaults(device=None)
+    p.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="peak memory of one fit, e.g. 4G; full-grid steps when they fit, else sampled "
+        "crops, else a refusal before the fit starts [the preset's: auto = 80%% of free memory]",
+    )
     if baseline:
         p.add_argument("--baseline", choices=["mlp"], help="fit the conventional coordinate MLP")
     else:
@@ -51,6 +58,8 @@ def config_from(args: argparse.Namespace, task: str) -> tuple[Config, str]:
         config = config.with_steps(args.steps)
     if args.device:
         config = config.with_device(args.device)
+    if args.max_memory:
+        config = config.replace(optim=dataclasses.replace(config.optim, max_memory=args.max_memory))
     if args.baseline == "mlp":
         config, label = as_baseline(config), f"{label} (mlp baseline)"
     return config, label

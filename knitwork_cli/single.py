@@ -45,7 +45,7 @@ examples:
 """
 
 
-SHOWN_METRICS = ("psnr", "ssim", "psnr_hole", "ssim_hole", "reference_psnr", "seconds")
+SHOWN_METRICS = ("psnr", "ssim", "psnr_hole", "ssim_hole", "reference_psnr", "seconds", "crop")
 
 
 def add_fit(sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,159 @@
+"""Memory: what a fit will need, estimated before it starts, and the step it can afford.
+
+A full-grid step (the paper's protocol) holds activations for every pixel at once, so its
+memory grows with the image; a crop step fits a sampled window of the coordinate grid and
+costs what the window costs. ``plan_steps`` estimates the peak from the observation, the task,
+the output size and the config, takes full-grid steps when they fit the budget, else the
+largest square crop that does, and refuses (``MemoryBudgetError``) what cannot fit at all,
+saying what to change.
+
+The estimate counts the values each coordinate keeps alive during one step (Fourier features,
+the patch MLP's activations and their gradients, the patch field and every loss term built on
+it, the reconstructor and the discriminator) at 4 bytes, plus what does not depend on the
+step: the runtime, the weights with their gradients and Adam moments, the images. It is meant
+as an upper bound: tests/knitwork/test_memory.py checks measured peaks against it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from knitwork.config import Config, parse_size
+from knitwork.patches import stack_width
+
+FLOAT = 4  # bytes per value
+RUNTIME_BYTES = 450 * 2**20  # Python, torch and their libraries, before any tensor
+MLP_TERMS = 4  # per hidden unit: pre-activation, activation, and a gradient of each
+FIELD_TERMS = 16  # per patch-field value: output, sigmoid grad, consistency and recon terms
+INPUT_BYTES = 32  # per input pixel: decoded float RGB, the observation, its mask, the file's
+OUTPUT_BYTES = 64  # per output pixel: the render and its chunks, raw and result, the file's
+OPTIMISER_COPIES = 4  # weights, gradients, Adam's two moments
+DEFAULT_FRACTION = 0.8  # of the memory available when the fit starts
+MIN_CROP_SIDE = 32  # smaller crops leave the discriminator too few whole patches
+RENDER_TERMS = 2  # a render chunk keeps activations only for its forward pass
+RENDER_CHUNK = 65536  # the most coordinates drawn in one forward pass
+
+
+class MemoryBudgetError(ValueError):
+    """The fit cannot fit the memory budget; the message says what to change."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepPlan:
+    budget: int  # bytes the fit may use (peak resident memory)
+    fixed: int  # bytes that do not depend on the step's size
+    per_coordinate: int  # bytes per fitted coordinate in one step
+    crop: tuple[int, int] | None  # (height, width) of the sampled window; None: full grid
+    coordinates: int  # fitted per step
+    render_chunk: int  # coordinates per forward pass when drawing the result
+
+    @property
+    def peak(self) -> int:
+        """The estimated peak of the fit."""
+        return self.fixed + self.per_coordinate * self.coordinates
+
+    def describe(self) -> str:
+        mode = "full grid" if self.crop is None else f"{self.crop[1]}×{self.crop[0]} crops"
+        return f"{mode}, estimated peak {gib(self.peak)} of a {gib(self.budget)} budget"
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def available_bytes(device: str = "cpu") -> int:
+    """Memory free for a fit on ``device`` now: MemAvailable on the CPU, free GPU memory."""
+    if device.startswith("cuda"):
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def budget_bytes(setting: str, device: str = "cpu") -> int:
+    """The budget for ``optim.max_memory``: a size, or ``auto`` (a fraction of what is free)."""
+    if setting == "auto":
+        return int(available_bytes(device) * DEFAULT_FRACTION)
+    return parse_size(setting)
+
+
+def per_coordinate_bytes(config: Config, channels: int) -> int:
+    """Bytes one fitted coordinate keeps alive in one step (an upper bound)."""
+    m = config.model
+    stack = stack_width(channels, m.patches)
+    values = 2 * m.encoding.features + MLP_TERMS * m.hidden * (m.layers - 1)
+    values += FIELD_TERMS * stack
+    if m.reconstructor != "none":
+        values += MLP_TERMS * (m.reconstructor_width * (m.reconstructor_depth - 1) + channels)
+    if config.loss.gamma > 0:  # fakes in the D and G passes, and the real set
+        values += 2 * MLP_TERMS * sum(m.discriminator_hidden) + stack
+    return values * FLOAT
+
+
+def render_bytes_per_coordinate(config: Config, channels: int) -> int:
+    m = config.model
+    values = 2 * m.encoding.features + m.hidden * (m.layers - 1)
+    values += stack_width(channels, m.patches) + m.reconstructor_width + channels
+    return RENDER_TERMS * values * FLOAT
+
+
+def fixed_bytes(config: Config, parameters: int, input_pixels: int, output_pixels: int) -> int:
+    """Runtime, weights with gradients and Adam moments, and the full-size images."""
+    images = INPUT_BYTES * input_pixels + OUTPUT_BYTES * output_pixels
+    return RUNTIME_BYTES + OPTIMISER_COPIES * parameters * FLOAT + images
+
+
+def crop_side_floor(config: Config) -> int:
+    """The smallest crop side: room for whole patch stacks at the coarsest scale."""
+    p = config.model.patches
+    reach = max(p.scales) * (p.size // 2)
+    return max(MIN_CROP_SIDE, 4 * reach + 1)
+
+
+def plan_steps(
+    config: Config,
+    *,
+    channels: int,
+    grid: tuple[int, int],
+    input_pixels: int,
+    parameters: int,
+    budget: int,
+    crops: bool = True,
+) -> StepPlan:
+    """Full-grid steps when they fit ``budget``, else the largest square crop of ``grid`` (the
+    fitted coordinate grid) that does; ``crops`` False allows full-grid steps only."""
+    h, w = grid
+    fixed = fixed_bytes(config, parameters, input_pixels, h * w)
+    per = per_coordinate_bytes(config, channels)
+    chunk = max(
+        1, min(2**16, (budget - fixed) // max(1, render_bytes_per_coordinate(config, channels)))
+    )
+    plan = dict(budget=budget, fixed=fixed, per_coordinate=per, render_chunk=int(chunk))
+    if fixed + per * h * w <= budget:
+        return StepPlan(**plan, crop=None, coordinates=h * w)
+    floor = crop_side_floor(config)
+    side = math.isqrt(max(0, (budget - fixed) // per))
+    need = f"full-grid steps on {w}×{h} need about {gib(fixed + per * h * w)}"
+    if not crops:
+        raise MemoryBudgetError(
+            f"{need}, over the {gib(budget)} budget (crop steps are not available for this "
+            "task yet): give more memory (--max-memory), or a smaller image or --scale"
+        )
+    if side < floor or min(h, w) < floor:
+        smallest = fixed + per * floor * floor
+        raise MemoryBudgetError(
+            f"{need}, and even {floor}×{floor} crops need {gib(smallest)}: the budget is "
+            f"{gib(budget)}. Give more memory (--max-memory), or a smaller image or --scale"
+        )
+    ch, cw = min(side, h), min(side, w)
+    return StepPlan(**plan, crop=(ch, cw), coordinates=ch * cw)

@@ -1,0 +1,96 @@
+"""What a fit compares against: observed patch stacks and colours, the discriminator's real
+patches, which predicted stacks lie inside the image; for the whole grid once, or for one
+sampled crop at a time.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from knitwork.config import PatchConfig
+from knitwork.losses import Targets
+from knitwork.model import Knitwork
+from knitwork.patches import describe, in_image, patch_stack
+from knitwork.tasks import Observation
+
+
+def build_targets(observation: Observation, model: Knitwork, device: torch.device) -> Targets:
+    """Observed stacks, colours and the discriminator's real set, computed once per fit."""
+    patches = model.config.patches
+    image = torch.from_numpy(observation.image).to(device).permute(2, 0, 1).contiguous()
+    known = torch.from_numpy(observation.known).to(device)
+    h, w = observation.known.shape
+    stacks, stack_known = patch_stack(image, known, patches)
+    full = in_image(h, w, patches, device).flatten(1).all(dim=1)
+    real = stacks[stack_known.flatten(1).all(dim=1)].flatten(1)
+    if model.discriminator is not None and (len(real) == 0 or not full.any()):
+        raise ValueError(
+            f"no {describe(patches)} patch stack fits wholly inside the known part of this "
+            f"{w}×{h} image, so the discriminator has no real patches: use smaller patch "
+            "scales (model.patches.scales) or switch the GAN off (loss.gamma: 0)"
+        )
+    return Targets(
+        stacks=stacks,
+        stack_known=stack_known,
+        colours=image.flatten(1).T.contiguous(),
+        pixel_known=known.flatten(),
+        real=real,
+        full=full,
+        height=h,
+        width=w,
+    )
+
+
+def build_sr_targets(observation: Observation, model: Knitwork, device: torch.device) -> Targets:
+    """Super-resolution: the field lives on the HR grid; the discriminator's real patches are
+    the LR image's own stacks, and the LR image is what the downsampled output must match."""
+    patches = model.config.patches
+    low = torch.from_numpy(observation.image).to(device).permute(2, 0, 1).contiguous()
+    h, w = observation.image.shape[:2]
+    big_h, big_w = observation.output_shape
+    stacks, _ = patch_stack(low, None, patches)
+    real = stacks[in_image(h, w, patches, device).flatten(1).all(dim=1)].flatten(1)
+    full = in_image(big_h, big_w, patches, device).flatten(1).all(dim=1)
+    if model.discriminator is not None and len(real) == 0:
+        raise ValueError(
+            f"no {describe(patches)} patch stack fits inside this {w}×{h} low-resolution image, "
+            "so the discriminator has no real patches: use smaller patch scales or loss.gamma: 0"
+        )
+    return Targets(real=real, full=full, height=big_h, width=big_w, low_res=low)
+
+
+def patch_margin(config: PatchConfig) -> int:
+    """How far outside a pixel its stack reaches, pre-blur included: a crop grown by this much
+    gives its pixels exactly the stacks they have in the whole image."""
+    blur = (lambda s: s - 1) if config.blur else (lambda s: 0)
+    return max(s * (config.size // 2) + blur(s) for s in config.scales)
+
+
+def crop_targets(
+    image: torch.Tensor, known: torch.Tensor, box: tuple[int, int, int, int], config: PatchConfig
+) -> Targets:
+    """Targets of the crop ``box`` = (top, left, height, width) of ``image`` (C, H, W) with
+    ``known`` (H, W): computed on the crop grown by ``patch_margin`` (clipped to the image),
+    so each stack equals its whole-image stack. The real set is the crop's wholly observed
+    stacks (possibly none)."""
+    top, left, ch, cw = box
+    _c, h, w = image.shape
+    m = patch_margin(config)
+    r0, r1, c0, c1 = max(0, top - m), min(h, top + ch + m), max(0, left - m), min(w, left + cw + m)
+    region, region_known = image[:, r0:r1, c0:c1], known[r0:r1, c0:c1]
+    stacks, stack_known = patch_stack(region, region_known, config)
+    rows = torch.arange(top - r0, top - r0 + ch, device=image.device)
+    cols = torch.arange(left - c0, left - c0 + cw, device=image.device)
+    index = (rows[:, None] * (c1 - c0) + cols[None, :]).flatten()
+    stacks, stack_known = stacks[index], stack_known[index]
+    full = in_image(r1 - r0, c1 - c0, config, image.device)[index].flatten(1).all(dim=1)
+    return Targets(
+        stacks=stacks,
+        stack_known=stack_known,
+        colours=region.flatten(1).T[index].contiguous(),
+        pixel_known=region_known.flatten()[index],
+        real=stacks[stack_known.flatten(1).all(dim=1)].flatten(1),
+        full=full,
+        height=ch,
+        width=cw,
+    )
