@@ -25,9 +25,13 @@ from knitwork.patches import stack_width
 
 FLOAT = 4  # bytes per value
 RUNTIME_BYTES = 450 * 2**20  # Python, torch and their libraries, before any tensor
-MLP_TERMS = 4  # per hidden unit: pre-activation, activation, and a gradient of each
-FIELD_TERMS = 16  # per patch-field value: output, sigmoid grad, consistency and recon terms
-INPUT_BYTES = 32  # per input pixel: decoded float RGB, the observation, its mask, the file's
+# Values alive per unit at the step's peak, set from measured peaks (fast-denoise and
+# paper-inpaint, 64-512 px: docs/benchmarks/performance.md) so that the estimate stays above
+# them (1.1-1.8×) while following the config:
+MLP_TERMS = 3  # per hidden unit: its activation, the gradient, a pre-activation in flight
+FIELD_TERMS = 10  # per patch-field value: output, sigmoid grad, consistency and recon terms
+INPUT_BYTES = 48  # per input pixel: decoded float RGB, the observation, its mask, the file's
+# (32 before a 12-MP inpainting with a mask file peaked at 3,038 MiB of a 3 GiB budget)
 OUTPUT_BYTES = 64  # per output pixel: the render and its chunks, raw and result, the file's
 OPTIMISER_COPIES = 4  # weights, gradients, Adam's two moments
 DEFAULT_FRACTION = 0.8  # of the memory available when the fit starts

@@ -29,6 +29,7 @@ from pipeline.cluster import (
     connect,
     in_flight_limit,
     pin_to_cpu,
+    share_memory,
     submit_all,
     task_options,
 )
@@ -176,7 +177,9 @@ def run_bench(options: BenchOptions) -> BenchSummary:
             source=source,
             output=target,
             max_side=options.max_side,
-            config=pin_to_cpu(options.config, resources["num_gpus"]),
+            config=share_memory(
+                ray, options.cluster, pin_to_cpu(options.config, resources["num_gpus"])
+            ),
             max_pixels=options.max_pixels,
             threads=max(1, int(options.cluster.cpus_per_task)),
         )

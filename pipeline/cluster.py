@@ -297,6 +297,24 @@ def pin_to_cpu(config: Config, gpus: float) -> Config:
     return config
 
 
+def share_memory(ray: ModuleType, options: ClusterOptions, config: Config) -> Config:
+    """``optim.max_memory: auto`` as each task's share of a node: Ray's memory resource of the
+    smallest node divided by the tasks it runs at once (its CPUs / --cpus-per-task), so that
+    concurrent fits never count the same free memory twice. An explicit size is kept."""
+    if config.optim.max_memory != "auto":
+        return config
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    shares = [
+        r.get("memory", 0.0) / max(1, int(r.get("CPU", 1.0) // options.cpus_per_task))
+        for r in nodes
+        if r.get("CPU", 0.0) >= options.cpus_per_task
+    ]
+    if not shares or min(shares) <= 0:
+        return config
+    size = f"{int(min(shares)) // 2**20}M"
+    return config.replace(optim=dataclasses.replace(config.optim, max_memory=size))
+
+
 def submit_all(
     ray: ModuleType,
     remote: Any,

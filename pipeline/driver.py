@@ -27,6 +27,7 @@ from pipeline.cluster import (
     connect,
     in_flight_limit,
     pin_to_cpu,
+    share_memory,
     submit_all,
     task_options,
 )
@@ -228,10 +229,8 @@ def run_jobs(ray, jobs: list[Job], options: RestoreOptions, on_outcome) -> None:
     """Submit every job as a Ray task and hand each outcome to ``on_outcome`` as it arrives."""
     resources = task_options(ray, options.cluster)
     threads = max(1, int(options.cluster.cpus_per_task))
-    jobs = [
-        dataclasses.replace(j, config=pin_to_cpu(j.config, resources["num_gpus"]), threads=threads)
-        for j in jobs
-    ]
+    config = share_memory(ray, options.cluster, pin_to_cpu(options.config, resources["num_gpus"]))
+    jobs = [dataclasses.replace(j, config=config, threads=threads) for j in jobs]
     remote = ray.remote(process).options(**resources)
 
     def on_done(job: Job, outcome: Outcome | None, error: Exception | None) -> None:

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 from knitwork.config import Config
 from knitwork.degradation import Degradation
 from knitwork.io import DEFAULT_MAX_PIXELS, decode_image
-from pipeline.cluster import ClusterOptions, connect, task_options
+from pipeline.cluster import ClusterOptions, connect, share_memory, task_options
 from pipeline.driver import image_seed
 from pipeline.storage import StorageError, open_storage
 from pipeline.tracking import flatten, tracking_uri
@@ -310,10 +310,13 @@ def run_search(options: SearchOptions) -> SearchOutcome:
     d = options.definition
     cases = load_cases(d, options.s3_endpoint_url)
     with connect(options.cluster) as ray:
-        return _search(options, restore, cases, task_options(ray, options.cluster))
+        shared = share_memory(ray, options.cluster, d.config)  # each trial's share of a node
+        return _search(options, restore, cases, task_options(ray, options.cluster), shared)
 
 
-def _search(options: SearchOptions, restore: bool, cases, resources: dict) -> SearchOutcome:
+def _search(
+    options: SearchOptions, restore: bool, cases, resources: dict, trial_base: Config
+) -> SearchOutcome:
     from tune.runs import LiveRuns, SearchRuns, record_trials
 
     d = options.definition
@@ -322,7 +325,7 @@ def _search(options: SearchOptions, restore: bool, cases, resources: dict) -> Se
     every = max(1, math.ceil(max_steps(params, base) / max(1, d.reports)))
     setup = TrialSetup(
         task=d.task,
-        base=base,
+        base=trial_base,
         cases=cases,
         report_every=every,
         threads=int(max(1, resources["num_cpus"])),

@@ -7,6 +7,7 @@ that no process of theirs is left behind.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from pipeline.cluster import (
     local_cluster_environment,
     pin_to_cpu,
     required_environment,
+    share_memory,
     submit_all,
     task_options,
 )
@@ -310,3 +312,14 @@ def test_options_are_keyword_only_and_frozen():
         ClusterOptions("127.0.0.1:6379")  # type: ignore[misc]
     with pytest.raises(AttributeError):
         ClusterOptions().address = "auto"  # type: ignore[misc]
+
+
+def test_auto_memory_is_shared_between_the_tasks_a_node_runs(ray_cluster):
+    config = Config()
+    node = next(n["Resources"] for n in ray_cluster.nodes() if n["Alive"])
+    one = share_memory(ray_cluster, ClusterOptions(cpus_per_task=1), config)
+    two = share_memory(ray_cluster, ClusterOptions(cpus_per_task=2), config)
+    assert one.optim.max_memory == f"{int(node['memory'] / 2) // 2**20}M"  # 2 tasks at once
+    assert two.optim.max_memory == f"{int(node['memory']) // 2**20}M"  # 1 task at once
+    fixed = config.replace(optim=dataclasses.replace(config.optim, max_memory="3G"))
+    assert share_memory(ray_cluster, ClusterOptions(), fixed).optim.max_memory == "3G"
