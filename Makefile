@@ -40,6 +40,9 @@ bench: setup  ## CPU benchmarks (about an hour): docs/benchmarks/*.md
 	$(BIN)/python benchmarks/sr.py
 	$(BIN)/python benchmarks/precision.py
 	$(BIN)/python benchmarks/restore.py
+	$(BIN)/python benchmarks/performance.py memory
+	$(BIN)/python benchmarks/performance.py photo --budget 3G --steps 100
+	$(BIN)/python benchmarks/performance.py crops --count 5 --steps 150
 
 bench-quality: setup  ## the quality benchmark beside the paper's tables (hours on a CPU): docs/benchmarks/quality.md
 	$(BIN)/python benchmarks/quality.py run
