@@ -8,6 +8,7 @@ disagree, which choice the field encodes. Presets (``knitwork.presets``) are ins
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -31,12 +32,18 @@ class _Checked:
     SECTION: ClassVar[str] = "config"
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
+        hints = _field_types(type(self))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             checked = _check_value(f"{self.SECTION}.{f.name}", hints[f.name], value)
             if checked is not value:
                 object.__setattr__(self, f.name, checked)
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    """A config class's resolved field annotations (resolved once per class)."""
+    return typing.get_type_hints(cls)
 
 
 def _check_value(name: str, kind: Any, value: Any) -> Any:

@@ -22,14 +22,21 @@ from knitwork.patches import centre_index, stack_width
 RENDER_CHUNK = 65536  # coordinates per forward pass when drawing an image
 
 
-def pixel_grid(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
-    """(H·W, 2) pixel-centre coordinates (row, col) in (0, 1), row-major.
+def pixel_grid(
+    height: int,
+    width: int,
+    device: torch.device | None = None,
+    box: tuple[int, int, int, int] | None = None,
+) -> torch.Tensor:
+    """(H·W, 2) pixel-centre coordinates (row, col) in (0, 1), row-major; with ``box`` = (top,
+    left, rows, cols), only that window's pixels of the H×W grid.
 
     Pixel centres rather than the authors' ``i / H`` make renders at other resolutions cover
     exactly the same continuous image.
     """
-    rows = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
-    cols = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
+    top, left, ch, cw = box if box is not None else (0, 0, height, width)
+    rows = (torch.arange(top, top + ch, device=device, dtype=torch.float32) + 0.5) / height
+    cols = (torch.arange(left, left + cw, device=device, dtype=torch.float32) + 0.5) / width
     grid = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1)
     return grid.reshape(-1, 2)
 

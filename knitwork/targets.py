@@ -20,25 +20,14 @@ def build_targets(observation: Observation, model: Knitwork, device: torch.devic
     image = torch.from_numpy(observation.image).to(device).permute(2, 0, 1).contiguous()
     known = torch.from_numpy(observation.known).to(device)
     h, w = observation.known.shape
-    stacks, stack_known = patch_stack(image, known, patches)
-    full = in_image(h, w, patches, device).flatten(1).all(dim=1)
-    real = stacks[stack_known.flatten(1).all(dim=1)].flatten(1)
-    if model.discriminator is not None and (len(real) == 0 or not full.any()):
+    targets = crop_targets(image, known, (0, 0, h, w), patches)
+    if model.discriminator is not None and (len(targets.real) == 0 or not targets.full.any()):
         raise ValueError(
             f"no {describe(patches)} patch stack fits wholly inside the known part of this "
             f"{w}×{h} image, so the discriminator has no real patches: use smaller patch "
             "scales (model.patches.scales) or switch the GAN off (loss.gamma: 0)"
         )
-    return Targets(
-        stacks=stacks,
-        stack_known=stack_known,
-        colours=image.flatten(1).T.contiguous(),
-        pixel_known=known.flatten(),
-        real=real,
-        full=full,
-        height=h,
-        width=w,
-    )
+    return targets
 
 
 def build_sr_targets(observation: Observation, model: Knitwork, device: torch.device) -> Targets:
@@ -71,26 +60,29 @@ def crop_targets(
 ) -> Targets:
     """Targets of the crop ``box`` = (top, left, height, width) of ``image`` (C, H, W) with
     ``known`` (H, W): computed on the crop grown by ``patch_margin`` (clipped to the image),
-    so each stack equals its whole-image stack. The real set is the crop's wholly observed
-    stacks (possibly none)."""
+    so each stack equals its whole-image stack; the whole image is the box (0, 0, H, W). The
+    real set is the box's wholly observed stacks (possibly none)."""
     top, left, ch, cw = box
     _c, h, w = image.shape
     m = patch_margin(config)
     r0, r1, c0, c1 = max(0, top - m), min(h, top + ch + m), max(0, left - m), min(w, left + cw + m)
     region, region_known = image[:, r0:r1, c0:c1], known[r0:r1, c0:c1]
     stacks, stack_known = patch_stack(region, region_known, config)
-    rows = torch.arange(top - r0, top - r0 + ch, device=image.device)
-    cols = torch.arange(left - c0, left - c0 + cw, device=image.device)
-    index = (rows[:, None] * (c1 - c0) + cols[None, :]).flatten()
-    stacks, stack_known = stacks[index], stack_known[index]
-    full = in_image(r1 - r0, c1 - c0, config, image.device)[index].flatten(1).all(dim=1)
+    full = in_image(r1 - r0, c1 - c0, config, image.device)
+    colours, pixel_known = region.flatten(1).T, region_known.flatten()
+    if (r1 - r0, c1 - c0) != (ch, cw):  # keep the crop's own pixels of the grown region
+        rows = torch.arange(top - r0, top - r0 + ch, device=image.device)
+        cols = torch.arange(left - c0, left - c0 + cw, device=image.device)
+        index = (rows[:, None] * (c1 - c0) + cols[None, :]).flatten()
+        stacks, stack_known, full = stacks[index], stack_known[index], full[index]
+        colours, pixel_known = colours[index], pixel_known[index]
     return Targets(
         stacks=stacks,
         stack_known=stack_known,
-        colours=region.flatten(1).T[index].contiguous(),
-        pixel_known=region_known.flatten()[index],
+        colours=colours.contiguous(),
+        pixel_known=pixel_known,
         real=stacks[stack_known.flatten(1).all(dim=1)].flatten(1),
-        full=full,
+        full=full.flatten(1).all(dim=1),
         height=ch,
         width=cw,
     )

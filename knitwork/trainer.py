@@ -163,12 +163,9 @@ class Trainer:
         ch, cw = self.plan.crop
         top = int(torch.randint(0, h - ch + 1, (1,), generator=self.crops))
         left = int(torch.randint(0, w - cw + 1, (1,), generator=self.crops))
-        rows = (torch.arange(top, top + ch, dtype=torch.float32) + 0.5) / h
-        cols = (torch.arange(left, left + cw, dtype=torch.float32) + 0.5) / w
-        grid = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)
-        self.coords = grid.to(self.device)
-        self.features = self._encode()
         box = (top, left, ch, cw)
+        self.coords = pixel_grid(h, w, self.device, box)
+        self.features = self._encode()
         self.targets = crop_targets(self.image, self.known, box, self.config.model.patches)
 
     @torch.no_grad()

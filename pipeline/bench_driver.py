@@ -28,9 +28,8 @@ from pipeline.cluster import (
     ClusterOptions,
     connect,
     in_flight_limit,
-    pin_to_cpu,
-    share_memory,
     submit_all,
+    task_config,
     task_options,
 )
 from pipeline.driver import Progress, code_version, image_seed, refuse_nested
@@ -177,9 +176,7 @@ def run_bench(options: BenchOptions) -> BenchSummary:
             source=source,
             output=target,
             max_side=options.max_side,
-            config=share_memory(
-                ray, options.cluster, pin_to_cpu(options.config, resources["num_gpus"])
-            ),
+            config=task_config(ray, options.cluster, options.config, resources["num_gpus"]),
             max_pixels=options.max_pixels,
             threads=max(1, int(options.cluster.cpus_per_task)),
         )

@@ -297,6 +297,12 @@ def pin_to_cpu(config: Config, gpus: float) -> Config:
     return config
 
 
+def task_config(ray: ModuleType, options: ClusterOptions, config: Config, gpus: float) -> Config:
+    """The config a task runs: on the CPU without a GPU (`pin_to_cpu`), with its share of a
+    node's memory (`share_memory`)."""
+    return share_memory(ray, options, pin_to_cpu(config, gpus))
+
+
 def share_memory(ray: ModuleType, options: ClusterOptions, config: Config) -> Config:
     """``optim.max_memory: auto`` as each task's share of a node: Ray's memory resource of the
     smallest node divided by the tasks it runs at once (its CPUs / --cpus-per-task), so that

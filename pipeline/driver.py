@@ -26,9 +26,8 @@ from pipeline.cluster import (
     ClusterOptions,
     connect,
     in_flight_limit,
-    pin_to_cpu,
-    share_memory,
     submit_all,
+    task_config,
     task_options,
 )
 from pipeline.manifest import MANIFEST_NAME, Record, config_hash, parse, render
@@ -229,7 +228,7 @@ def run_jobs(ray, jobs: list[Job], options: RestoreOptions, on_outcome) -> None:
     """Submit every job as a Ray task and hand each outcome to ``on_outcome`` as it arrives."""
     resources = task_options(ray, options.cluster)
     threads = max(1, int(options.cluster.cpus_per_task))
-    config = share_memory(ray, options.cluster, pin_to_cpu(options.config, resources["num_gpus"]))
+    config = task_config(ray, options.cluster, options.config, resources["num_gpus"])
     jobs = [dataclasses.replace(j, config=config, threads=threads) for j in jobs]
     remote = ray.remote(process).options(**resources)
 

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 from knitwork.config import Config
 from knitwork.degradation import Degradation
 from knitwork.io import DEFAULT_MAX_PIXELS, decode_image
-from pipeline.cluster import ClusterOptions, connect, share_memory, task_options
+from pipeline.cluster import ClusterOptions, connect, task_config, task_options
 from pipeline.driver import image_seed
 from pipeline.storage import StorageError, open_storage
 from pipeline.tracking import flatten, tracking_uri
@@ -310,8 +310,9 @@ def run_search(options: SearchOptions) -> SearchOutcome:
     d = options.definition
     cases = load_cases(d, options.s3_endpoint_url)
     with connect(options.cluster) as ray:
-        shared = share_memory(ray, options.cluster, d.config)  # each trial's share of a node
-        return _search(options, restore, cases, task_options(ray, options.cluster), shared)
+        resources = task_options(ray, options.cluster)
+        trial_base = task_config(ray, options.cluster, d.config, resources["num_gpus"])
+        return _search(options, restore, cases, resources, trial_base)
 
 
 def _search(
@@ -329,7 +330,6 @@ def _search(
         cases=cases,
         report_every=every,
         threads=int(max(1, resources["num_cpus"])),
-        use_gpu=resources["num_gpus"] > 0,
     )
     runs = SearchRuns(tracking_uri(), d.experiment or f"knitwork-{d.task}", options.track)
     tags = {"kind": "search", "task": d.task, "search": name, "search_id": d.search_id}

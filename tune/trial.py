@@ -23,7 +23,6 @@ from knitwork.io import encode_image
 from knitwork.metrics import psnr
 from knitwork.tasks import Observation
 from knitwork.trainer import NonFiniteLossError, Trainer
-from pipeline.cluster import pin_to_cpu
 from pipeline.tracking import metric_key
 from tune.space import apply_params
 
@@ -52,7 +51,6 @@ class TrialSetup:
     cases: tuple[Case, ...]
     report_every: int
     threads: int = 1
-    use_gpu: bool = False
 
 
 def objective_label(task: str) -> str:
@@ -65,8 +63,8 @@ def metric_name(name: str) -> str:
 
 
 def trial_config(setup: TrialSetup, params: dict[str, Any]) -> Config:
-    """The base config with the trial's values; on CPUs when the trial has no GPU."""
-    return pin_to_cpu(apply_params(setup.base, params), 1 if setup.use_gpu else 0)
+    """The base config (already set for the trial's device and memory) with its values."""
+    return apply_params(setup.base, params)
 
 
 def score(image: np.ndarray, case: Case) -> float:
