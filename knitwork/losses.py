@@ -49,25 +49,45 @@ def consistency_loss(
 def pixel_loss(
     pred: torch.Tensor, target: torch.Tensor, known: torch.Tensor, kind: str = "l1"
 ) -> torch.Tensor:
-    """Eq. 3: L1 (paper) or MSE between reconstructed and observed colours on known pixels."""
-    diff = (pred - target)[known]
-    return diff.abs().mean() if kind == "l1" else (diff**2).mean()
+    """Eq. 3: L1 (paper) or MSE between reconstructed and observed colours on known pixels
+    (a mean over the known ones, taken with weights so that it also runs batched)."""
+    diff = pred - target
+    error = diff.abs() if kind == "l1" else diff**2
+    weight = known.unsqueeze(1).to(error.dtype)
+    return (error * weight).sum() / (weight.sum() * pred.shape[1]).clamp_min(1)
+
+
+def weighted_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``values``, or its ``weight``-weighted mean (padding rows weigh 0)."""
+    if weight is None:
+        return values.mean()
+    return (values * weight).sum() / weight.sum().clamp_min(1)
+
+
+def _bce(logits: torch.Tensor, label: float, weight: torch.Tensor | None) -> torch.Tensor:
+    target = torch.full_like(logits, label)
+    losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return weighted_mean(losses, weight)
 
 
 def discriminator_loss(
-    real_logits: torch.Tensor, fake_logits: torch.Tensor, label_smoothing: float
+    real_logits: torch.Tensor,
+    fake_logits: torch.Tensor,
+    label_smoothing: float,
+    real_weight: torch.Tensor | None = None,
+    fake_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """BCE with one-sided label smoothing: real patches are labelled 1 − smoothing, fakes 0."""
-    real = F.binary_cross_entropy_with_logits(
-        real_logits, torch.full_like(real_logits, 1.0 - label_smoothing)
-    )
-    fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-    return real + fake
+    """BCE with one-sided label smoothing: real patches are labelled 1 − smoothing, fakes 0.
+    The weights (1 for a patch, 0 for padding) let packed fits pad sets of unequal size."""
+    real = _bce(real_logits, 1.0 - label_smoothing, real_weight)
+    return real + _bce(fake_logits, 0.0, fake_weight)
 
 
-def generator_gan_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+def generator_gan_loss(
+    fake_logits: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """The generator's BCE term: predicted patches should be scored as real (label 1)."""
-    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+    return _bce(fake_logits, 1.0, weight)
 
 
 def alpha_at(step: int, config: LossConfig) -> float:
@@ -111,9 +131,11 @@ def generator_losses(
     patches: PatchConfig,
     step: int,
     downsample: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    fake_weight: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Eq. 4 as named terms; ``total`` = recon + α·consistency + β·pixel + γ·gan. In SR there is
-    no recon term and the β term is the downsampling loss ``down``."""
+    no recon term and the β term is the downsampling loss ``down``. ``fake_weight`` weighs the
+    fake logits (packed fits pad them)."""
     terms: dict[str, torch.Tensor] = {}
     total = torch.zeros((), device=field.device)
     if targets.stacks is not None:
@@ -130,7 +152,7 @@ def generator_losses(
         terms["pixel"] = pixel_loss(pixels, targets.colours, targets.pixel_known, config.pixel)
         total = total + config.beta * terms["pixel"]
     if config.gamma > 0 and fake_logits is not None:
-        terms["gan"] = generator_gan_loss(fake_logits)
+        terms["gan"] = generator_gan_loss(fake_logits, fake_weight)
         total = total + config.gamma * terms["gan"]
     terms["total"] = total
     return terms

@@ -45,6 +45,7 @@ class FitResult:
     scale: int = 1  # super-resolution factor (the result is scale × the input's size)
     stopped_at: int | None = None  # the step an early stop ended the fit at, if it did
     crop: tuple[int, int] | None = None  # (height, width) of the sampled crops; None: full grid
+    packed: int = 1  # images fitted together as one batched model; ``seconds`` is this one's share
 
     @property
     def steps(self) -> int:
@@ -106,6 +107,7 @@ class Trainer:
         self.ground_truth = ground_truth
         self.device = resolve_device(config.optim.device)
         self.steps_done, self.stopped_at, self.seconds = 0, None, 0.0
+        self.packed = 1  # how many fits step together (``knitwork.packed``)
         self.history: list[dict[str, float]] = []
         self.super_resolve = observation.task == "sr" and config.model.method == "knitwork"
         blind = self.super_resolve and observation.kernel is None
@@ -278,19 +280,28 @@ class Trainer:
         if self.plan.crop is not None:
             self._next_crop()
         terms, pixels = self._iterate(self.steps_done)
+        entry = self.advance(terms, pixels)
+        self.seconds += time.perf_counter() - start
+        return entry
+
+    def advance(
+        self, terms: dict[str, torch.Tensor], pixels: torch.Tensor | None
+    ) -> dict[str, float] | None:
+        """Count one iteration done with these loss terms and output pixels (None when the
+        generator did not step): the stop rule, and the history entry when it is logged.
+        ``step`` calls it; a packed fit calls it with each image's share."""
         self.steps_done += 1
         done = self.steps_done
         if self.floor is not None and pixels is not None and self._residual(pixels) <= self.floor:
             self.stopped_at = done
-        entry = None
-        if done % self.config.optim.log_every == 0 or self.finished:
-            entry = {"step": float(done), **{k: float(v.detach()) for k, v in terms.items()}}
-            h, w = self.observation.output_shape
-            if self.ground_truth is not None and pixels is not None and len(pixels) == h * w:
-                current = pixels.clamp(0, 1).view(h, w, -1).cpu().numpy()
-                entry["psnr"] = psnr(current, self.ground_truth)
-            self.history.append(entry)
-        self.seconds += time.perf_counter() - start
+        if done % self.config.optim.log_every != 0 and not self.finished:
+            return None
+        entry = {"step": float(done), **{k: float(v.detach()) for k, v in terms.items()}}
+        h, w = self.observation.output_shape
+        if self.ground_truth is not None and pixels is not None and len(pixels) == h * w:
+            current = pixels.clamp(0, 1).view(h, w, -1).cpu().numpy()
+            entry["psnr"] = psnr(current, self.ground_truth)
+        self.history.append(entry)
         return entry
 
     def _paste_known(self, image: np.ndarray) -> np.ndarray:
@@ -326,6 +337,7 @@ class Trainer:
             scale=self.observation.scale,
             stopped_at=self.stopped_at,
             crop=self.plan.crop,
+            packed=self.packed,
         )
 
     def state_dict(self) -> dict[str, Any]:
