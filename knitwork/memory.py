@@ -161,3 +161,25 @@ def plan_steps(
         )
     ch, cw = min(side, h), min(side, w)
     return StepPlan(**plan, crop=(ch, cw), coordinates=ch * cw)
+
+
+# Packed fits (knitwork.packed): a GPU step wants enough coordinates to fill the device; a
+# CPU core is already busy with one image's step (docs/benchmarks/performance.md, "Packed
+# fits"), so packing pays on GPUs only.
+PACK_COORDINATES = 2**18  # coordinates per packed GPU step worth aiming for (4 × 256²)
+MAX_PACK = 64
+
+
+def pack_share(budget: int, k: int) -> int:
+    """Each of ``k`` packed fits' share of ``budget``: the runtime is counted once."""
+    return RUNTIME_BYTES + max(0, budget - RUNTIME_BYTES) // max(1, k)
+
+
+def auto_pack(device: str, plan: StepPlan, images: int) -> int:
+    """How many fits like ``plan`` to pack on ``device``: 1 on a CPU; on a GPU enough to fill
+    a step (``PACK_COORDINATES``), as many as the budget holds at full size."""
+    if not device.startswith("cuda") or images < 2:
+        return 1
+    by_size = PACK_COORDINATES // max(1, plan.coordinates)
+    by_memory = max(0, plan.budget - RUNTIME_BYTES) // max(1, plan.peak - RUNTIME_BYTES)
+    return int(max(1, min(by_size, by_memory, MAX_PACK, images)))

@@ -17,6 +17,7 @@ stopped with; their slice is still computed until the pack ends.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import time
 
@@ -25,9 +26,12 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from knitwork.config import Config
 from knitwork.losses import Targets, discriminator_loss, generator_losses
+from knitwork.memory import auto_pack, budget_bytes, pack_share
 from knitwork.patches import centre_index
-from knitwork.trainer import FitResult, NonFiniteLossError, Trainer
+from knitwork.tasks import Observation
+from knitwork.trainer import FitResult, NonFiniteLossError, Trainer, resolve_device
 
 PACKED_TARGETS = ("stacks", "stack_known", "colours", "pixel_known", "low_res")
 
@@ -345,3 +349,64 @@ class PackedTrainer:
             if trainer.finished:  # keep the weights it stopped with
                 self._sync_one(k)
         return entries
+
+
+def _with_budget(config: Config, budget: int) -> Config:
+    return config.replace(optim=dataclasses.replace(config.optim, max_memory=str(budget)))
+
+
+def _group_key(trainer: Trainer):
+    obs = trainer.observation
+    kernel = None if obs.kernel is None else obs.kernel.tobytes()
+    shape = obs.output_shape if trainer.plan.crop is None else trainer.plan.crop
+    return obs.task, shape, trainer.plan.crop, obs.image.shape[2], kernel
+
+
+def _fit_chunk(trainers: list[Trainer], keep_known: bool) -> list[FitResult]:
+    """Step a chunk to the end: one Trainer alone, or several packed."""
+    if len(trainers) == 1:
+        while not trainers[0].finished:
+            trainers[0].step()
+        return [trainers[0].result(keep_known)]
+    packed = PackedTrainer(trainers)
+    while not packed.finished:
+        packed.step()
+    return packed.results(keep_known)
+
+
+def fit_packed(
+    observations: list[Observation],
+    config: Config,
+    *,
+    seeds: list[int],
+    ground_truths: list[np.ndarray | None] | None = None,
+    pack: int | None = None,
+    keep_known: bool = True,
+) -> list[FitResult]:
+    """Fit every observation, ``pack`` at a time as one batched model (None: ``auto_pack``
+    from the device and the first image's plan), each with its share of the memory budget.
+    Images that cannot share a batch (other sizes under full-grid steps, other kernels) are
+    grouped with their own kind; results come back in input order."""
+    truths = ground_truths or [None] * len(observations)
+    device = str(resolve_device(config.optim.device))
+    budget = budget_bytes(config.optim.max_memory, device)
+    if pack is None:
+        probe = Trainer(observations[0], _with_budget(config, budget), seed=seeds[0])
+        pack = auto_pack(device, probe.plan, len(observations))
+    share = _with_budget(config, pack_share(budget, pack))
+    trainers = [
+        Trainer(obs, share, seed=seed, ground_truth=truth)
+        for obs, seed, truth in zip(observations, seeds, truths, strict=True)
+    ]
+    groups: dict[object, list[int]] = {}
+    for i, trainer in enumerate(trainers):
+        groups.setdefault(_group_key(trainer), []).append(i)
+    results: list[FitResult | None] = [None] * len(trainers)
+    for members in groups.values():
+        for start in range(0, len(members), pack):
+            chunk = members[start : start + pack]
+            for i, result in zip(
+                chunk, _fit_chunk([trainers[i] for i in chunk], keep_known), strict=True
+            ):
+                results[i] = result
+    return results

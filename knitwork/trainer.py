@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +67,19 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
     return device
+
+
+@contextmanager
+def _frozen(module: torch.nn.Module):
+    """Run ``module`` without recording gradients for its own weights (inputs still get them)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def _check_finite(step: int, terms: dict[str, torch.Tensor]) -> None:
@@ -228,7 +241,10 @@ class Trainer:
     def generator_step(self, field: torch.Tensor, step: int):
         pixels = self.model.pixels(field)
         d = self.model.discriminator
-        fake_logits = d(field[self.targets.full]) if d is not None else None
+        fake_logits = None
+        if d is not None:  # D scores the fakes; its own weight gradients are not needed here
+            with _frozen(d):
+                fake_logits = d(field[self.targets.full])
         terms = generator_losses(
             field,
             pixels,

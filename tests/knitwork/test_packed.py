@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from knitwork.degradation import Degradation
+from knitwork.memory import MAX_PACK, RUNTIME_BYTES, StepPlan, auto_pack, pack_share
 from knitwork.metrics import psnr
-from knitwork.packed import PackedTrainer
+from knitwork.packed import PackedTrainer, fit_packed
 from knitwork.presets import get_preset
 from knitwork.trainer import Trainer
 from tests.conftest import example_image, shrink
@@ -129,3 +130,28 @@ def test_mixed_sizes_pack_with_crops():
     ):
         assert packed.image.shape == obs.image.shape
         assert abs(psnr(packed.image, truth) - psnr(solo.image, truth)) < 0.2
+
+
+def test_fit_packed_groups_what_can_share_a_batch_and_keeps_the_input_order():
+    sizes = [("butterfly", 16), ("bird", 24), ("head", 16), ("woman", 16)]
+    cases = [
+        Degradation(task="denoise").apply(example_image(n, s), i) for i, (n, s) in enumerate(sizes)
+    ]
+    config = _config("denoise", steps=2)
+    results = fit_packed([o for o, _ in cases], config, seeds=[0, 1, 2, 3], pack=2)
+    assert [r.image.shape[0] for r in results] == [16, 24, 16, 16]
+    assert [r.packed for r in results] == [2, 1, 2, 1]  # 16 px: a pack of 2, then one left
+    assert [r.seed for r in results] == [0, 1, 2, 3]
+
+
+def test_automatic_pack_is_one_on_a_cpu_and_fills_a_gpu_step_within_the_budget():
+    plan = StepPlan(
+        budget=8 * 2**30, fixed=RUNTIME_BYTES + 2**20, per_coordinate=4096,
+        crop=None, coordinates=64 * 64, render_chunk=4096,
+    )  # fmt: skip
+    assert auto_pack("cpu", plan, images=100) == 1
+    assert auto_pack("cuda", plan, images=100) == MAX_PACK  # 64 small fits fill a step
+    assert auto_pack("cuda", plan, images=3) == 3
+    tight = dataclasses.replace(plan, budget=RUNTIME_BYTES + 3 * (plan.peak - RUNTIME_BYTES))
+    assert auto_pack("cuda", tight, images=100) == 3  # memory allows three at full size
+    assert pack_share(RUNTIME_BYTES + 4000, 4) == RUNTIME_BYTES + 1000
