@@ -132,7 +132,10 @@ ABLATIONS = {
     "whole step": {},
     "without the discriminator (γ = 0)": {"loss": {"gamma": 0.0}},
     "without consistency (α = 0)": {"loss": {"alpha": 0.0}},
-    "without the reconstructor": {"model": {"reconstructor": "none"}},
+    "without the reconstructor and its pixel loss": {
+        "model": {"reconstructor": "none"},
+        "loss": {"beta": 0.0},
+    },
 }
 
 

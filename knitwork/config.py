@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -58,6 +60,10 @@ def _check_value(name: str, kind: Any, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be true or false; got {value!r}")
         return value
+    if kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be text (str); got {value!r}")
+        return value
     if typing.get_origin(kind) is tuple:
         if not isinstance(value, tuple | list):
             raise ValueError(f"{name} must be a list of whole numbers; got {value!r}")
@@ -66,20 +72,35 @@ def _check_value(name: str, kind: Any, value: Any) -> Any:
 
 
 def _number(name: str, kind: type, value: Any) -> int | float:
-    """``value`` as ``kind``: numeric strings parsed, whole floats accepted as ints."""
-    original = value
+    """``value`` as ``kind``: numeric strings parsed, whole floats accepted as ints; NaN and
+    infinities refused."""
+    original, expected = value, kind.__name__
     if isinstance(value, str):
         try:
             value = float(value.strip())
         except ValueError:
             value = None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number ({kind.__name__}); got {original!r}")
+        raise ValueError(f"{name} must be a number ({expected}); got {original!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number ({expected}); got {original!r}")
     if kind is int:
         if value != int(value):
-            raise ValueError(f"{name} must be a whole number; got {original!r}")
+            raise ValueError(f"{name} must be a whole number ({expected}); got {original!r}")
         return int(value)
     return float(value)
+
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+
+
+def check_device(value: str, name: str = "optim.device") -> str:
+    """``value`` when it names a device a fit can run on (``auto``, ``cpu``, ``cuda``,
+    ``cuda:N``), else a ValueError naming ``name`` (the field, or a command-line option).
+    Only the spelling is checked: whether CUDA is present is the machine's business."""
+    if not isinstance(value, str) or not _DEVICE.fullmatch(value):
+        raise ValueError(f"{name} must be auto, cpu, cuda or cuda:N; got {value!r}")
+    return value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,6 +176,10 @@ class OptimConfig(_Checked):
     max_memory: str = "auto"
     crop_size: int = 0  # side of the sampled square crops; 0: from max_memory (full grid if
     # it fits). Inpainting and denoising only.
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_device(self.device)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -278,6 +278,43 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
     return np.floor(_checked_float(pixels) * 255.0 + 0.5).astype(np.uint8)
 
 
+def _suffix(name: str) -> str:
+    return PurePosixPath(name).suffix or (name if name.startswith(".") else "")
+
+
+def output_format(name_or_suffix: str | os.PathLike[str]) -> str:
+    """The format :func:`encode_image` writes for this file name, path, URI or bare suffix
+    (``PNG``, ``JPEG``, ``TIFF``, ``WEBP``): check an output's name before the work that fills
+    it. ValueError naming the extension and the supported ones when we cannot write it."""
+    name = os.fspath(name_or_suffix)
+    suffix = _suffix(name)
+    fmt = _FORMATS.get(suffix.lower())
+    if fmt is None:
+        raise ValueError(
+            f"{name}: unsupported extension {suffix!r}; use one of " + ", ".join(_FORMATS)
+        )
+    return fmt
+
+
+def holds_16_bit(name_or_suffix: str | os.PathLike[str]) -> bool:
+    """Whether this output's format keeps 16-bit (grey) samples: PNG and TIFF do."""
+    return output_format(name_or_suffix) in ("PNG", "TIFF")
+
+
+@contextlib.contextmanager
+def naming(name: str | os.PathLike[str]) -> Iterator[None]:
+    """Work on one input named ``name``: a ValueError raised inside whose message does not name
+    it yet (the image is too small for the patches, for a hole, ...) gets ``"NAME: "`` put in
+    front, its type kept, so that every problem with an input says which input."""
+    name = os.fspath(name)
+    try:
+        yield
+    except ValueError as err:
+        if not isinstance(err, ImageError) and name not in str(err):
+            err.args = (f"{name}: {err}",)
+        raise
+
+
 def encode_image(pixels: np.ndarray, name_or_suffix: str, bit_depth: int = 8) -> bytes:
     """Encode H×W, H×W×1 or H×W×3 float pixels in [0, 1] (clipped) as image bytes.
 
@@ -290,12 +327,8 @@ def encode_image(pixels: np.ndarray, name_or_suffix: str, bit_depth: int = 8) ->
         ValueError: unsupported extension, bit depth, shape or dtype, or Pillow cannot encode.
     """
     name = os.fspath(name_or_suffix)
-    suffix = PurePosixPath(name).suffix or (name if name.startswith(".") else "")
-    fmt = _FORMATS.get(suffix.lower())
-    if fmt is None:
-        raise ValueError(
-            f"{name}: unsupported extension {suffix!r}; use one of " + ", ".join(_FORMATS)
-        )
+    fmt = output_format(name)
+    suffix = _suffix(name)
     arr = np.asarray(pixels)
     if arr.ndim == 3 and arr.shape[2] in (1, 3):
         arr = arr[..., 0] if arr.shape[2] == 1 else arr

@@ -29,7 +29,10 @@ from knitwork.imagecodec import (
     decode_image,
     decode_mask,
     encode_image,
+    holds_16_bit,
     known_from_alpha,
+    naming,
+    output_format,
     to_uint8,
 )
 
@@ -41,9 +44,12 @@ __all__ = [
     "decode_image",
     "decode_mask",
     "encode_image",
+    "holds_16_bit",
     "known_from_alpha",
     "load_image",
     "load_mask",
+    "naming",
+    "output_format",
     "reduce_to",
     "save_image",
     "to_uint8",

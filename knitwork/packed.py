@@ -351,8 +351,13 @@ class PackedTrainer:
         return entries
 
 
-def _with_budget(config: Config, budget: int) -> Config:
-    return config.replace(optim=dataclasses.replace(config.optim, max_memory=str(budget)))
+def packed_config(config: Config, pack: int) -> Config:
+    """``config`` with each of ``pack`` packed fits' share of its memory budget."""
+    if pack <= 1:
+        return config
+    budget = budget_bytes(config.optim.max_memory, str(resolve_device(config.optim.device)))
+    share = str(pack_share(budget, pack))
+    return config.replace(optim=dataclasses.replace(config.optim, max_memory=share))
 
 
 def _group_key(trainer: Trainer):
@@ -362,16 +367,37 @@ def _group_key(trainer: Trainer):
     return obs.task, shape, trainer.plan.crop, obs.image.shape[2], kernel
 
 
-def _fit_chunk(trainers: list[Trainer], keep_known: bool) -> list[FitResult]:
-    """Step a chunk to the end: one Trainer alone, or several packed."""
-    if len(trainers) == 1:
-        while not trainers[0].finished:
-            trainers[0].step()
-        return [trainers[0].result(keep_known)]
-    packed = PackedTrainer(trainers)
-    while not packed.finished:
-        packed.step()
-    return packed.results(keep_known)
+class Packs:
+    """Trainers of one config stepped ``pack`` at a time as batched models: unfinished ones
+    grouped by what can share a batch (a group of one steps its Trainer alone). ``step()``
+    steps every unfinished image once; ``sync()`` brings each Trainer up to date (before its
+    ``state_dict``, ``restored`` or ``result``)."""
+
+    def __init__(self, trainers: list[Trainer], pack: int) -> None:
+        self.trainers = trainers
+        groups: dict[object, list[Trainer]] = {}
+        for t in trainers:
+            if not t.finished:
+                groups.setdefault((_group_key(t), t.steps_done), []).append(t)
+        self.units: list[Trainer | PackedTrainer] = []
+        for members in groups.values():
+            for start in range(0, len(members), max(1, pack)):
+                chunk = members[start : start + pack]
+                self.units.append(chunk[0] if len(chunk) == 1 else PackedTrainer(chunk))
+
+    @property
+    def finished(self) -> bool:
+        return all(t.finished for t in self.trainers)
+
+    def step(self) -> None:
+        for unit in self.units:
+            if not unit.finished:
+                unit.step()
+
+    def sync(self) -> None:
+        for unit in self.units:
+            if isinstance(unit, PackedTrainer):
+                unit.sync()
 
 
 def fit_packed(
@@ -388,25 +414,16 @@ def fit_packed(
     Images that cannot share a batch (other sizes under full-grid steps, other kernels) are
     grouped with their own kind; results come back in input order."""
     truths = ground_truths or [None] * len(observations)
-    device = str(resolve_device(config.optim.device))
-    budget = budget_bytes(config.optim.max_memory, device)
     if pack is None:
-        probe = Trainer(observations[0], _with_budget(config, budget), seed=seeds[0])
-        pack = auto_pack(device, probe.plan, len(observations))
-    share = _with_budget(config, pack_share(budget, pack))
+        probe = Trainer(observations[0], config, seed=seeds[0])
+        pack = auto_pack(str(probe.device), probe.plan, len(observations))
+    share = packed_config(config, pack)
     trainers = [
         Trainer(obs, share, seed=seed, ground_truth=truth)
         for obs, seed, truth in zip(observations, seeds, truths, strict=True)
     ]
-    groups: dict[object, list[int]] = {}
-    for i, trainer in enumerate(trainers):
-        groups.setdefault(_group_key(trainer), []).append(i)
-    results: list[FitResult | None] = [None] * len(trainers)
-    for members in groups.values():
-        for start in range(0, len(members), pack):
-            chunk = members[start : start + pack]
-            for i, result in zip(
-                chunk, _fit_chunk([trainers[i] for i in chunk], keep_known), strict=True
-            ):
-                results[i] = result
-    return results
+    packs = Packs(trainers, pack)
+    while not packs.finished:
+        packs.step()
+    packs.sync()
+    return [t.result(keep_known) for t in trainers]

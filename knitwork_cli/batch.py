@@ -150,6 +150,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
 def run_bench_quality(args: argparse.Namespace) -> int:
     from knitwork.io import DEFAULT_MAX_PIXELS
     from pipeline.bench_driver import BenchOptions, run_bench, table
+    from pipeline.storage import redact
 
     config, label = config_from(args, args.suite)
     options = BenchOptions(
@@ -179,6 +180,7 @@ def run_bench_quality(args: argparse.Namespace) -> int:
     )
     for row in summary.rows:
         if row["status"] != "ok":
-            print(f"failed: {row['method']} {row['setting']} {row['image']}: {row['error']}",
+            print(f"failed: {row['method']} {row['setting']} {row['image']}: "
+                  f"{redact(str(row['error']))}",
                   file=sys.stderr)  # fmt: skip
     return summary.exit_code

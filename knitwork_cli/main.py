@@ -15,18 +15,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from knitwork.trainer import NonFiniteLossError
+# Only light modules here: the libraries below the entry layer (torch takes seconds) are
+# imported inside main(), so that Ctrl-C while they load is an interruption, not a traceback.
 from knitwork_cli import environment
-from knitwork_cli.batch import add_bench, add_restore
-from knitwork_cli.compare import add_compare
-from knitwork_cli.search import add_tune
-from knitwork_cli.single import add_fit, add_presets, add_render
-from pipeline.cluster import ClusterError
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from knitwork_cli.batch import add_bench, add_restore
+    from knitwork_cli.compare import add_compare
+    from knitwork_cli.search import add_tune
+    from knitwork_cli.single import add_fit, add_presets, add_render
+
     parser = argparse.ArgumentParser(
         prog="knitwork",
         description="Neural Knitworks: restore images by fitting a patch-based coordinate MLP.",
@@ -43,18 +44,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:  # Ctrl-C: in a command, or while the libraries load
+        print("\ninterrupted" if _bar_left_open() else "interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _bar_left_open() -> bool:
+    """Whether Ctrl-C came while a progress bar was being drawn, leaving its line unfinished
+    (a bar that was closed has ended its line)."""
+    tqdm = sys.modules.get("tqdm")
+    return bool(tqdm is not None and getattr(tqdm.tqdm, "_instances", None))
+
+
+def _run(argv: list[str] | None) -> int:
+    from knitwork.trainer import NonFiniteLossError
+    from pipeline.cluster import ClusterError
+    from pipeline.storage import redact
+
     args = build_parser().parse_args(argv)
     try:
         environment.apply(args.command, getattr(args, "address", None))
         return args.run(args)
     except (NonFiniteLossError, ClusterError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {redact(str(err))}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
     except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {redact(str(err))}", file=sys.stderr)
         return EXIT_USAGE
 
 

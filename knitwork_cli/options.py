@@ -8,7 +8,7 @@ import argparse
 import dataclasses
 
 from knitwork import io as kio
-from knitwork.config import TASKS, Config, as_baseline
+from knitwork.config import TASKS, Config, as_baseline, check_device
 from knitwork.degradation import Degradation
 from knitwork.presets import default_preset, get_preset, load_preset_file
 
@@ -57,7 +57,7 @@ def config_from(args: argparse.Namespace, task: str) -> tuple[Config, str]:
     if args.steps is not None:
         config = config.with_steps(args.steps)
     if args.device:
-        config = config.with_device(args.device)
+        config = config.with_device(check_device(args.device, "--device"))
     if args.max_memory:
         config = config.replace(optim=dataclasses.replace(config.optim, max_memory=args.max_memory))
     if args.baseline == "mlp":
@@ -133,6 +133,15 @@ def add_cluster_options(p: argparse.ArgumentParser, *, unit: str = "task") -> No
         metavar="F",
         help="GPUs each, fractional allowed (0.25); used only if the cluster has them [0]",
     )
+    p.add_argument(
+        "--pack",
+        type=int,
+        default=0,
+        metavar="K",
+        help=f"images fitted together as one batched model in each {unit} (each result equals "
+        "its solo fit; it pays on GPUs, not on CPUs); 0: automatic, 1 on CPUs, up to 64 small "
+        "images on a GPU as memory allows [0]",
+    )
     if unit == "task":
         p.add_argument(
             "--max-in-flight", dest="in_flight", type=int, help="tasks submitted at once [2 × CPUs]"
@@ -155,6 +164,7 @@ def cluster_from(args: argparse.Namespace):
         gpus_per_task=args.gpus,
         max_in_flight=args.in_flight,
         max_retries=args.max_retries,
+        pack=args.pack,
     )
 
 

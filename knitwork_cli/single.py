@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 import numpy as np
 
 from knitwork import io as kio
 from knitwork.checkpoint import load_model, render, save_model
+from knitwork.config import Config
 from knitwork.degradation import Degradation
 from knitwork.fit import fit
 from knitwork.presets import PRESETS, get_preset, to_yaml
 from knitwork.progress import progress_callback
 from knitwork.report import comparison, fit_metrics, learned_kernel, save_kernel
 from knitwork.tasks import Observation
+from knitwork.trainer import FitResult
 from knitwork_cli.options import (
     add_config_options,
     add_degradation_options,
@@ -112,28 +115,36 @@ def observation_from(
     return degradation.observe(pixels, known), None, loaded.bit_depth
 
 
+def check_device_here(device: str, option: str) -> None:
+    """A CUDA device asked for on a machine without it (or without that many GPUs) is refused
+    before the image is read, naming where it was asked for (``--device`` or the preset)."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.partition(":")[2] or 0)
+    if index >= count:
+        found = f"only {count} CUDA device(s)" if count else "CUDA is not available here"
+        raise ValueError(f"{option} {device}: {found}; use --device cpu, auto or cuda:N")
+
+
 def run_fit(args: argparse.Namespace) -> int:
     degradation = degradation_from(args)
     config, label = config_from(args, degradation.task)
-    obs, truth, bit_depth = observation_from(args, degradation)
-    h, w, c = obs.image.shape
-    print(
-        f"{args.image}: {w}×{h}, {args.task}, preset {label}, {config.optim.steps} steps",
-        file=sys.stderr,
-    )
-    callback, close = progress_callback(config.optim.steps, enabled=not args.quiet)
-    try:
-        result = fit(
-            obs,
-            config,
-            seed=args.seed,
-            on_step=callback,
-            ground_truth=truth,
-            keep_known=not args.raw_output,
+    check_device_here(config.optim.device, "--device" if args.device else "optim.device")
+    for output in (args.output, args.save_input, args.side_by_side):
+        if output:
+            kio.output_format(output)  # refused now, not after the fit
+    with kio.naming(args.image):
+        obs, truth, bit_depth = observation_from(args, degradation)
+        h, w, c = obs.image.shape
+        print(
+            f"{args.image}: {w}×{h}, {args.task}, preset {label}, {config.optim.steps} steps",
+            file=sys.stderr,
         )
-    finally:
-        close()
-    depth = 16 if bit_depth == 16 and c == 1 else 8
+        result = _fit(args, obs, config, truth)
+    depth = 16 if bit_depth == 16 and c == 1 and kio.holds_16_bit(args.output) else 8
     kio.save_image(args.output, result.image, bit_depth=depth)
     metrics = fit_metrics(result, obs, truth)
     if args.save_model:
@@ -153,25 +164,59 @@ def run_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit(
+    args: argparse.Namespace, obs: Observation, config: Config, truth: np.ndarray | None
+) -> FitResult:
+    callback, close = progress_callback(config.optim.steps, enabled=not args.quiet)
+    try:
+        return fit(
+            obs,
+            config,
+            seed=args.seed,
+            on_step=callback,
+            ground_truth=truth,
+            keep_known=not args.raw_output,
+        )
+    finally:
+        close()
+
+
 def _fmt(value: float) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _parse_size(text: str) -> tuple[int, int]:
+    message = f"--size must be two positive whole numbers, e.g. 512x384 (W×H); got {text!r}"
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise ValueError(f"--size must look like 512x384 (W×H); got {text!r}") from None
+        raise ValueError(message) from None
+    if w < 1 or h < 1:
+        raise ValueError(message)
+    return w, h
+
+
+def _scaled(width: int, height: int, scale: float) -> tuple[int, int]:
+    w, h = round(width * scale), round(height * scale)
+    if w < 1 or h < 1:
+        raise ValueError(
+            f"--scale {scale:g} makes the image {w}×{h} (fitted at {width}×{height}): "
+            "use a larger scale"
+        )
     return w, h
 
 
 def run_render(args: argparse.Namespace) -> int:
+    kio.output_format(args.output)
+    size = _parse_size(args.size) if args.size else None
+    if args.scale is not None and not (math.isfinite(args.scale) and args.scale > 0):
+        raise ValueError(f"--scale must be a positive number; got {args.scale:g}")
     model, _, meta = load_model(args.model)
     w, h = meta["width"], meta["height"]
-    if args.size:
-        w, h = _parse_size(args.size)
-    elif args.scale:
-        w, h = max(1, round(w * args.scale)), max(1, round(h * args.scale))
+    if size:
+        w, h = size
+    elif args.scale is not None:
+        w, h = _scaled(w, h, args.scale)
     kio.save_image(args.output, render(model, h, w))
     print(f"wrote {args.output} ({w}×{h})")
     return 0

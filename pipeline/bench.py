@@ -29,6 +29,8 @@ from knitwork.degradation import Degradation
 from knitwork.fit import fit
 from knitwork.io import DEFAULT_MAX_PIXELS, decode_image, encode_image, reduce_to
 from knitwork.metrics import evaluate
+from knitwork.packed import fit_packed
+from knitwork.trainer import FitResult
 from pipeline.manifest import config_hash
 from pipeline.storage import NotFound, Storage, StorageError
 
@@ -94,6 +96,7 @@ class BenchItem:
     max_pixels: int = DEFAULT_MAX_PIXELS
     threads: int | None = None
     write_inputs: bool = False  # also write the degraded input and the ground truth
+    pack: int | None = 1  # fits packed per task (knitwork.packed); None: automatic
 
 
 @dataclass(kw_only=True)
@@ -138,47 +141,107 @@ def _scores(restored: np.ndarray, truth: np.ndarray, obs) -> dict:
     }
 
 
-def _neural(item: BenchItem, method: str, obs, truth) -> tuple[np.ndarray, dict, list]:
-    config = item.config if method == "knitwork" else as_baseline(item.config)
-    result = fit(obs, config, seed=item.seed, ground_truth=truth)
+def _neural_config(item: BenchItem, method: str) -> Config:
+    return item.config if method == "knitwork" else as_baseline(item.config)
+
+
+def _neural(
+    item: BenchItem, method: str, obs, truth, result: FitResult | None = None
+) -> tuple[np.ndarray, dict, list]:
+    """A neural method's restoration: ``result`` when it was fitted in a pack, else a fit."""
+    config = _neural_config(item, method)
+    if result is None:
+        result = fit(obs, config, seed=item.seed, ground_truth=truth)
     params = f"{config.model.method}, {config.optim.steps} steps, config {item.digests[method]}"
-    return result.image, {"params": params, "parameters": result.parameters}, result.history
+    extra = {"params": params, "parameters": result.parameters, "packed": result.packed}
+    return result.image, extra, result.history
 
 
-def run_item(item: BenchItem) -> list[RowOutcome]:
-    """Degrade one image, restore it with each of the item's methods, write and score."""
-    if item.threads:
-        import torch
-
-        torch.set_num_threads(item.threads)
+def _degrade(item: BenchItem):
+    """The item's observation and ground truth, or its failed rows (a bad image)."""
     try:
         data = item.source.read(item.image)
         loaded = decode_image(data, item.source.join(item.image), item.max_pixels)
         clean = reduce_to(loaded.pixels, item.max_side)
-        obs, truth = item.setting.degradation.apply(clean, item.seed)
+        return item.setting.degradation.apply(clean, item.seed)
     except StorageError as err:
         if not isinstance(err, NotFound):
             raise  # transient: Ray retries the task
         return [failed_row(item, m, err) for m in item.methods]
     except Exception as err:  # a bad image fails its rows, never the bench
         return [failed_row(item, m, err) for m in item.methods]
+
+
+def _set_threads(item: BenchItem) -> None:
+    if item.threads:
+        import torch
+
+        torch.set_num_threads(item.threads)
+
+
+def _write_inputs(item: BenchItem, obs, truth) -> None:
     if item.write_inputs:
-        shown = obs.image
-        item.output.write(output_name(item.setting, "input", item.image), encode_image(shown, PNG))
+        item.output.write(
+            output_name(item.setting, "input", item.image), encode_image(obs.image, PNG)
+        )
         item.output.write(output_name(item.setting, "truth", item.image), encode_image(truth, PNG))
+
+
+def run_item(item: BenchItem) -> list[RowOutcome]:
+    """Degrade one image, restore it with each of the item's methods, write and score."""
+    _set_threads(item)
+    degraded = _degrade(item)
+    if isinstance(degraded, list):
+        return degraded
+    obs, truth = degraded
+    _write_inputs(item, obs, truth)
     return [_run_method(item, method, obs, truth) for method in item.methods]
 
 
-def _run_method(item: BenchItem, method: str, obs, truth) -> RowOutcome:
+def run_pack(items: list[BenchItem]) -> list[list[RowOutcome]]:
+    """Items of one neural method and setting on several images, their fits packed as one
+    batched model (``knitwork.packed``); should the packed fit fail, each item runs alone.
+    The outcomes of each item, in order."""
+    _set_threads(items[0])
+    degraded = [_degrade(item) for item in items]
+    ready = [i for i, d in enumerate(degraded) if not isinstance(d, list)]
+    method = items[0].methods[0]
+    results: dict[int, FitResult] = {}
+    if len(ready) > 1:
+        try:
+            fitted = fit_packed(
+                [degraded[i][0] for i in ready],
+                _neural_config(items[0], method),
+                seeds=[items[i].seed for i in ready],
+                ground_truths=[degraded[i][1] for i in ready],
+                pack=items[0].pack,
+            )
+            results = dict(zip(ready, fitted, strict=True))
+        except Exception:
+            results = {}  # fitted one by one below
+    outcomes = []
+    for i, item in enumerate(items):
+        if i not in ready:
+            outcomes.append(degraded[i])
+            continue
+        obs, truth = degraded[i]
+        _write_inputs(item, obs, truth)
+        outcomes.append([_run_method(item, method, obs, truth, results.get(i))])
+    return outcomes
+
+
+def _run_method(item: BenchItem, method: str, obs, truth, result=None) -> RowOutcome:
     row, start = base_row(item, method), time.perf_counter()
     try:
         if method in NEURAL:
-            restored, extra, history = _neural(item, method, obs, truth)
+            restored, extra, history = _neural(item, method, obs, truth, result)
         else:
             tool = classical(item.suite, method)
             restored, extra, history = tool.restore(obs), {"params": tool.params}, []
         row |= extra | _scores(restored, truth, obs)
         row["seconds"] = round(time.perf_counter() - start, 3)
+        if result is not None:  # its share of the packed fit
+            row["seconds"] = round(row["seconds"] + result.seconds, 3)
         png = encode_image(restored, PNG)
         item.output.write(row["output"], png)
     except StorageError:
@@ -284,3 +347,22 @@ def plan_items(
                     )
                 )
     return items
+
+
+def run_task(items: list[BenchItem]) -> list[list[RowOutcome]]:
+    """A Ray task: one item alone, or neural items packed (``run_pack``)."""
+    return [run_item(items[0])] if len(items) == 1 else run_pack(items)
+
+
+def pack_items(items: list[BenchItem], per_task: int) -> list[list[BenchItem]]:
+    """Tasks: neural items of one method and setting ``per_task`` at a time (their fits
+    packed), every other item alone."""
+    tasks, groups = [], {}
+    for item in items:
+        if per_task > 1 and len(item.methods) == 1 and item.methods[0] in NEURAL:
+            groups.setdefault((item.setting.name, item.methods[0]), []).append(item)
+        else:
+            tasks.append([item])
+    for group in groups.values():
+        tasks += [group[i : i + per_task] for i in range(0, len(group), per_task)]
+    return tasks

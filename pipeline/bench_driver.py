@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from knitwork.config import Config
 from knitwork.io import DEFAULT_MAX_PIXELS, atomic_file
@@ -18,11 +18,12 @@ from pipeline.bench import (
     Setting,
     failed_row,
     methods_of,
+    pack_items,
     parse_rows,
     plan_items,
     render_rows,
     row_key,
-    run_item,
+    run_task,
 )
 from pipeline.cluster import (
     ClusterOptions,
@@ -32,7 +33,13 @@ from pipeline.cluster import (
     task_config,
     task_options,
 )
-from pipeline.driver import Progress, code_version, image_seed, refuse_nested
+from pipeline.driver import (
+    AUTO_GPU_TASK_IMAGES,
+    Progress,
+    code_version,
+    image_seed,
+    refuse_nested,
+)
 from pipeline.storage import IMAGE_EXTENSIONS, StorageError, open_storage
 from pipeline.tracking import Tracker, flatten, metric_key, tracking_uri
 
@@ -114,11 +121,11 @@ class _Recorder:
         self.tracker, self.target, self.rows, self.progress = tracker, target, rows, progress
         self.ran = 0
 
-    def __call__(self, item: BenchItem, outcomes: list[RowOutcome] | None, error) -> None:
+    def __call__(self, task: list[BenchItem], per_item: list[list[RowOutcome]] | None, error):
         if error is not None:
-            outcomes = [
-                failed_row(item, m, getattr(error, "cause", None) or error) for m in item.methods
-            ]
+            cause = getattr(error, "cause", None) or error
+            per_item = [[failed_row(item, m, cause) for m in item.methods] for item in task]
+        outcomes = [outcome for item_outcomes in per_item for outcome in item_outcomes]
         for outcome in outcomes:
             row = outcome.row
             tags = {k: str(row[k]) for k in ("suite", "method", "setting", "image")}
@@ -180,15 +187,18 @@ def run_bench(options: BenchOptions) -> BenchSummary:
             max_pixels=options.max_pixels,
             threads=max(1, int(options.cluster.cpus_per_task)),
         )
+        per_task = options.cluster.pack or (AUTO_GPU_TASK_IMAGES if resources["num_gpus"] else 1)
+        base = replace(base, pack=options.cluster.pack or None)
         items = plan_items(base, names, methods, settings, seeds, rows)
+        tasks = pack_items(items, per_task)
         desc = f"bench {options.suite}"
-        progress = Progress(len(items), options.progress, desc=desc, unit="task")
+        progress = Progress(len(tasks), options.progress, desc=desc, unit="task")
         recorder.progress = progress
         try:
-            if items:
-                remote = ray.remote(run_item).options(**resources)
+            if tasks:
+                remote = ray.remote(run_task).options(**resources)
                 limit = in_flight_limit(ray, options.cluster)
-                submit_all(ray, remote, items, limit, recorder)
+                submit_all(ray, remote, tasks, limit, recorder)
         finally:
             progress.close()
     wanted = {(m, s.name, n) for m in methods for s in settings for n in names}

@@ -52,6 +52,7 @@ class ClusterOptions:
     gpus_per_task: float = 0.0  # GPUs per task, fractions allowed; asked only where present
     max_in_flight: int | None = None  # tasks submitted at once; None: 2 × the cluster's CPUs
     max_retries: int = 2  # retries of a task whose worker died or whose storage failed
+    pack: int = 0  # images fitted together as one batched model per task or trial; 0: auto
 
     def __post_init__(self) -> None:
         if not self.cpus_per_task > 0:
@@ -62,6 +63,8 @@ class ClusterOptions:
             raise ValueError(f"--max-in-flight must be >= 1 when given; got {self.max_in_flight}")
         if self.max_retries < 0:
             raise ValueError(f"--max-retries must be >= 0; got {self.max_retries}")
+        if self.pack < 0:
+            raise ValueError(f"--pack must be >= 1, or 0 for automatic; got {self.pack}")
 
 
 def local_cluster_environment() -> dict[str, str]:

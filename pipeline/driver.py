@@ -40,10 +40,11 @@ from pipeline.storage import (
     open_storage,
 )
 from pipeline.tracking import Tracker, flatten, tracking_uri
-from pipeline.worker import Job, Outcome, process
+from pipeline.worker import Job, Outcome, process_pack
 
 GIT_SECONDS = 5  # `git rev-parse` for the code version recorded with a batch
 NAME_WIDTH = 30  # characters of an image name in the summary table
+AUTO_GPU_TASK_IMAGES = 16  # images per task on GPUs when --pack is auto (the task packs them)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -224,18 +225,30 @@ class Progress:
         self.bar.close()
 
 
+def packs_of(jobs: list[Job], per_task: int) -> list[list[Job]]:
+    """The batch cut into tasks of ``per_task`` images, in listing order."""
+    return [jobs[i : i + per_task] for i in range(0, len(jobs), max(1, per_task))]
+
+
 def run_jobs(ray, jobs: list[Job], options: RestoreOptions, on_outcome) -> None:
-    """Submit every job as a Ray task and hand each outcome to ``on_outcome`` as it arrives."""
+    """Submit the jobs as Ray tasks (``--pack`` images each, fitted as one batched model;
+    auto: one per task on CPUs, ``AUTO_GPU_TASK_IMAGES`` on GPUs, packed as ``auto_pack``
+    decides) and hand each image's outcome to ``on_outcome`` as its task ends."""
     resources = task_options(ray, options.cluster)
     threads = max(1, int(options.cluster.cpus_per_task))
     config = task_config(ray, options.cluster, options.config, resources["num_gpus"])
-    jobs = [dataclasses.replace(j, config=config, threads=threads) for j in jobs]
-    remote = ray.remote(process).options(**resources)
+    pack = options.cluster.pack or None
+    per_task = options.cluster.pack or (AUTO_GPU_TASK_IMAGES if resources["num_gpus"] else 1)
+    jobs = [dataclasses.replace(j, config=config, threads=threads, pack=pack) for j in jobs]
+    remote = ray.remote(process_pack).options(**resources)
 
-    def on_done(job: Job, outcome: Outcome | None, error: Exception | None) -> None:
-        on_outcome(job, outcome if error is None else _failed_outcome(job, error))
+    def on_done(task: list[Job], outcomes: list[Outcome] | None, error: Exception | None):
+        for i, job in enumerate(task):
+            on_outcome(job, outcomes[i] if error is None else _failed_outcome(job, error))
 
-    submit_all(ray, remote, jobs, in_flight_limit(ray, options.cluster), on_done)
+    submit_all(
+        ray, remote, packs_of(jobs, per_task), in_flight_limit(ray, options.cluster), on_done
+    )
 
 
 def restore(options: RestoreOptions) -> BatchSummary:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -19,6 +20,40 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 S3_CONNECT_SECONDS = 5  # an S3 endpoint that does not accept a connection by then is down
 S3_READ_SECONDS = 60  # one S3 response (a large image) may take this long
 S3_ATTEMPTS = 5  # botocore's standard retry mode: attempts per request
+
+
+# scheme://user:PASSWORD@host: the password (any scheme: http, postgresql+psycopg2, s3, ...)
+_URI_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*):[^\s/@]*@")
+# NAME=VALUE or NAME: VALUE where the name says secret, password or token
+_SECRET_SETTING = re.compile(
+    r"(\b\w*(?:secret|password|passwd|token)\w*\s*[=:]\s*)[^\s,;'\"]+", re.IGNORECASE
+)
+# 40 characters of base64 in upper and lower case with a digit, '/' or '+': an AWS secret key
+_AWS_SECRET = re.compile(
+    r"(?<![A-Za-z0-9/+=])(?=[A-Za-z0-9/+]*[a-z])(?=[A-Za-z0-9/+]*[A-Z])"
+    r"(?=[A-Za-z0-9/+]*[0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"
+)
+SECRET_VARIABLES = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+)
+_SHORTEST_SECRET = 6  # an environment value shorter than this is not hunted for in text
+
+
+def redact(text: str) -> str:
+    """``text`` fit to print, log or record: the password of a URI (``scheme://user:***@host``),
+    ``…SECRET…=value`` settings, AWS-secret-key-like strings and the values of the secret
+    variables in this process's environment (``SECRET_VARIABLES``) become ``***``."""
+    text = _URI_PASSWORD.sub(r"\1:***@", text)
+    text = _SECRET_SETTING.sub(r"\1***", text)
+    text = _AWS_SECRET.sub("***", text)
+    for name in SECRET_VARIABLES:
+        value = os.environ.get(name, "")
+        if len(value) >= _SHORTEST_SECRET:
+            text = text.replace(value, "***")
+    return text
 
 
 class StorageError(OSError):
@@ -196,7 +231,7 @@ class s3_errors:
             NoCredentialsError,
         )
 
-        where = self.endpoint or "AWS"
+        where = redact(self.endpoint) if self.endpoint else "AWS"
         if isinstance(err, EndpointConnectionError):
             raise StorageError(
                 f"{self.uri}: cannot reach the S3 endpoint {where}: check --s3-endpoint-url / "

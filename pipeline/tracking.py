@@ -15,6 +15,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from pipeline.storage import redact
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 LOG_BATCH = 500  # metrics per log_batch call (MLflow accepts up to 1000)
 PARAMS_BATCH = 100  # params per log_batch call (MLflow accepts up to 100)
@@ -44,6 +46,11 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def _redacted(tags: dict[str, Any]) -> dict[str, Any]:
+    """Tags fit to record: no password or secret key in a text value (``redact``)."""
+    return {k: redact(v) if isinstance(v, str) else v for k, v in tags.items()}
+
+
 class Tracker:
     """Parent and child runs through ``MlflowClient``; every call degrades to a warning."""
 
@@ -59,9 +66,11 @@ class Tracker:
         self._client = None
 
     def _fail(self, what: str, err: Exception) -> None:
-        self.problem = f"{what}: {type(err).__name__}: {str(err).splitlines()[0][:ERROR_LENGTH]}"
+        first_line = redact((str(err).splitlines() or [""])[0])  # before a cut hides a URI
+        self.problem = f"{redact(what)}: {type(err).__name__}: {first_line[:ERROR_LENGTH]}"
         warnings.warn(
-            f"MLflow tracking at {self.uri} failed ({self.problem}); {self.consequence} in MLflow",
+            f"MLflow tracking at {redact(self.uri)} failed ({self.problem}); {self.consequence} "
+            "in MLflow",
             stacklevel=2,
         )
         self.enabled = False
@@ -77,6 +86,7 @@ class Tracker:
             self.experiment_id = (
                 found.experiment_id if found else self._client.create_experiment(self.experiment)
             )
+            tags = _redacted(tags)
             run = self._client.create_run(self.experiment_id, tags=tags, run_name=tags.get("batch"))
             self.parent_id = run.info.run_id
             self._log_params(self.parent_id, params)
@@ -88,7 +98,7 @@ class Tracker:
     def _log_params(self, run_id: str, params: dict[str, str]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, v[:PARAM_LENGTH]) for k, v in params.items()]
+        items = [Param(k, redact(v)[:PARAM_LENGTH]) for k, v in params.items()]
         for i in range(0, len(items), PARAMS_BATCH):
             self._client.log_batch(run_id, params=items[i : i + PARAMS_BATCH])
 
@@ -139,7 +149,7 @@ class Tracker:
         try:
             from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-            tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, **tags}
+            tags = {MLFLOW_PARENT_RUN_ID: self.parent_id} | _redacted(tags)
             run = self._client.create_run(self.experiment_id, tags=tags, run_name=run_name)
             run_id = run.info.run_id
             self._log_params(run_id, params)

@@ -23,8 +23,10 @@ from knitwork.checkpoint import model_bytes
 from knitwork.config import Config
 from knitwork.degradation import Degradation
 from knitwork.fit import fit
+from knitwork.packed import fit_packed
 from knitwork.report import comparison, fit_metrics, kernel_picture, learned_kernel
 from knitwork.tasks import Observation
+from knitwork.trainer import FitResult
 from pipeline.manifest import Record
 from pipeline.storage import NotFound, Storage, StorageError
 
@@ -45,6 +47,7 @@ class Job:
     ground_truth: Storage | None = None  # clean images under the same names, for scoring
     max_pixels: int = kio.DEFAULT_MAX_PIXELS
     threads: int | None = None  # torch threads; None: leave torch's default
+    pack: int | None = 1  # fits packed into one batched model (knitwork.packed); None: auto
 
     @property
     def task(self) -> str:
@@ -101,15 +104,21 @@ def _failed(record: Record, err: Exception, start: float) -> Outcome:
     return Outcome(record=record)
 
 
-def process(job: Job) -> Outcome:
-    """Restore one image. Bad inputs and failed fits come back as a failed record; storage
-    errors propagate so that Ray can retry the task."""
-    if job.threads:
-        import torch
+@dataclass(kw_only=True)
+class _Prepared:
+    """One image of a task, read and observed, waiting for its fit."""
 
-        torch.set_num_threads(job.threads)
-    start = time.perf_counter()
-    base = Record(
+    index: int
+    job: Job
+    record: Record
+    start: float
+    loaded: kio.LoadedImage
+    observation: Observation
+    truth: np.ndarray | None
+
+
+def _record(job: Job) -> Record:
+    return Record(
         input=job.name,
         output=job.output.join(job.name),
         status="failed",
@@ -117,27 +126,70 @@ def process(job: Job) -> Outcome:
         seed=job.seed,
         worker=f"{socket.gethostname()}:{os.getpid()}",
     )
-    try:
-        data = job.input.read(job.name)
-        loaded = kio.decode_image(data, job.input.join(job.name), job.max_pixels)
+
+
+def _prepare(index: int, job: Job) -> _Prepared:
+    start, uri = time.perf_counter(), job.input.join(job.name)
+    data = job.input.read(job.name)
+    with kio.naming(uri):
+        loaded = kio.decode_image(data, uri, job.max_pixels)
         obs, truth = observation_of(job, loaded)
-        result = fit(obs, job.config, seed=job.seed, ground_truth=truth)
-        c = obs.image.shape[2]
-        depth = 16 if loaded.bit_depth == 16 and c == 1 else 8
-        job.output.write(job.name, kio.encode_image(result.image, job.name, depth))
-    except NotFound as err:
-        return _failed(base, err, start)
-    except StorageError:
-        raise  # transient (endpoint down, throttled): Ray retries the task
-    except Exception as err:  # one image's failure is recorded, never fatal to the batch
-        return _failed(base, err, start)
+    return _Prepared(
+        index=index,
+        job=job,
+        record=_record(job),
+        start=start,
+        loaded=loaded,
+        observation=obs,
+        truth=truth,
+    )
+
+
+def _fit_each(prepared: list[_Prepared]) -> list[FitResult | Exception]:
+    """Fit the images one by one, each failure kept as its own exception."""
+    results: list[FitResult | Exception] = []
+    for p in prepared:
+        try:
+            with kio.naming(p.job.input.join(p.job.name)):  # a too-small image names itself
+                results.append(
+                    fit(p.observation, p.job.config, seed=p.job.seed, ground_truth=p.truth)
+                )
+        except Exception as err:
+            results.append(err)
+    return results
+
+
+def _fit_all(prepared: list[_Prepared]) -> list[FitResult | Exception]:
+    """Fit a task's images packed as one batched model where they can share one
+    (``knitwork.packed``); should the packed fit fail, each image is fitted alone so that one
+    bad image never costs the others their results."""
+    pack = prepared[0].job.pack if prepared else 1
+    if len(prepared) > 1 and pack != 1:
+        try:
+            return fit_packed(
+                [p.observation for p in prepared],
+                prepared[0].job.config,
+                seeds=[p.job.seed for p in prepared],
+                ground_truths=[p.truth for p in prepared],
+                pack=pack,
+            )
+        except Exception:
+            pass
+    return _fit_each(prepared)
+
+
+def _finish(p: _Prepared, result: FitResult) -> Outcome:
+    """Write the restored image and build the outcome (metrics, artifacts)."""
+    job, obs, base = p.job, p.observation, p.record
+    depth = 16 if p.loaded.bit_depth == 16 and obs.image.shape[2] == 1 else 8
+    job.output.write(job.name, kio.encode_image(result.image, job.name, depth))
     base.status = "ok"
     base.worker_peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    base.metrics = fit_metrics(result, obs, truth)
-    base.seconds = time.perf_counter() - start
+    base.metrics = fit_metrics(result, obs, p.truth) | {"packed": result.packed}
+    base.seconds = time.perf_counter() - p.start
     artifacts = {
         "restored.png": kio.encode_image(result.image, ".png"),
-        "side_by_side.png": kio.encode_image(comparison(obs, result, truth), ".png"),
+        "side_by_side.png": kio.encode_image(comparison(obs, result, p.truth), ".png"),
         "model.pt": model_bytes(result),
     }
     kernel = learned_kernel(result)
@@ -149,3 +201,42 @@ def process(job: Job) -> Outcome:
     return Outcome(
         record=base, history=result.history, artifacts=artifacts, size=obs.image.shape[:2]
     )
+
+
+def process_pack(jobs: list[Job]) -> list[Outcome]:
+    """Restore a task's images (fitted together where they can share a batch), in order. Bad
+    inputs and failed fits come back as failed records; storage errors propagate so that Ray
+    can retry the task."""
+    if jobs and jobs[0].threads:
+        import torch
+
+        torch.set_num_threads(jobs[0].threads)
+    outcomes: dict[int, Outcome] = {}
+    prepared: list[_Prepared] = []
+    for index, job in enumerate(jobs):
+        start = time.perf_counter()
+        try:
+            prepared.append(_prepare(index, job))
+        except StorageError as err:
+            if not isinstance(err, NotFound):
+                raise  # transient (endpoint down, throttled): Ray retries the task
+            outcomes[index] = _failed(_record(job), err, start)
+        except Exception as err:  # one image's failure is recorded, never fatal to the batch
+            outcomes[index] = _failed(_record(job), err, start)
+    for p, result in zip(prepared, _fit_all(prepared), strict=True):
+        try:
+            if isinstance(result, Exception):
+                raise result
+            outcomes[p.index] = _finish(p, result)
+        except NotFound as err:
+            outcomes[p.index] = _failed(p.record, err, p.start)
+        except StorageError:
+            raise
+        except Exception as err:
+            outcomes[p.index] = _failed(p.record, err, p.start)
+    return [outcomes[i] for i in range(len(jobs))]
+
+
+def process(job: Job) -> Outcome:
+    """Restore one image (a task of one)."""
+    return process_pack([job])[0]

@@ -330,6 +330,7 @@ def _search(
         cases=cases,
         report_every=every,
         threads=int(max(1, resources["num_cpus"])),
+        pack=options.cluster.pack,
     )
     runs = SearchRuns(tracking_uri(), d.experiment or f"knitwork-{d.task}", options.track)
     tags = {"kind": "search", "task": d.task, "search": name, "search_id": d.search_id}

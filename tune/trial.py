@@ -20,7 +20,9 @@ import torch
 
 from knitwork.config import Config
 from knitwork.io import encode_image
+from knitwork.memory import auto_pack
 from knitwork.metrics import psnr
+from knitwork.packed import Packs, packed_config
 from knitwork.tasks import Observation
 from knitwork.trainer import NonFiniteLossError, Trainer
 from pipeline.tracking import metric_key
@@ -51,6 +53,7 @@ class TrialSetup:
     cases: tuple[Case, ...]
     report_every: int
     threads: int = 1
+    pack: int = 0  # images fitted together as one batched model (knitwork.packed); 0: auto
 
 
 def objective_label(task: str) -> str:
@@ -125,6 +128,11 @@ def checkpoint_images(checkpoint) -> dict[str, bytes]:
         }
 
 
+def _auto_pack(config: Config, cases) -> int:
+    probe = Trainer(cases[0].observation, config, seed=cases[0].seed)
+    return auto_pack(str(probe.device), probe.plan, len(cases))
+
+
 def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     """The trainable: step every case round-robin, report every ``setup.report_every`` steps
     and when every trainer has finished (its steps, or its early stop)."""
@@ -132,14 +140,15 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
 
     torch.set_num_threads(max(1, setup.threads))
     config = trial_config(setup, params)
+    pack = setup.pack or _auto_pack(config, setup.cases)
+    config = packed_config(config, pack)
     trainers = [Trainer(c.observation, config, seed=c.seed) for c in setup.cases]
     steps, step = config.optim.steps, _load(trainers)
+    packs = Packs(trainers, pack)
     reported = False
     while not all(t.finished for t in trainers):
         try:
-            for trainer in trainers:
-                if not trainer.finished:
-                    trainer.step()
+            packs.step()
         except NonFiniteLossError:
             tune.report(
                 {"step": step + 1, "steps": steps, "objective": DIVERGED_OBJECTIVE,
@@ -149,6 +158,8 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
         step += 1
         reported = step % setup.report_every == 0 or all(t.finished for t in trainers)
         if reported:
+            packs.sync()
             _report(step, steps, trainers, setup.cases)
     if not reported:  # restored from a final checkpoint: say so once more
+        packs.sync()
         _report(step, steps, trainers, setup.cases)

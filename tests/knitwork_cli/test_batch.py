@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
+from knitwork.degradation import Degradation
+from knitwork.presets import get_preset
 from tests.services import write_images
 
 
@@ -120,3 +123,61 @@ def test_the_local_cluster_listens_on_loopback_only_whatever_the_environment(tmp
     }
     assert not outside, outside
     assert not any(port == 8265 for _, port, _ in seen)  # no dashboard
+
+
+SECRET = "s3cr3t-Pa55"
+
+
+def knitwork(*args, cwd, env: dict[str, str]) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "knitwork_cli", *map(str, args)]
+    return subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, timeout=120, env=os.environ | env
+    )
+
+
+def test_an_s3_endpoint_with_credentials_is_never_echoed(tmp_path):
+    from tests.services import free_port
+
+    endpoint = f"http://ann:{SECRET}@127.0.0.1:{free_port()}"
+    env = {"AWS_ACCESS_KEY_ID": "ann", "AWS_SECRET_ACCESS_KEY": SECRET}
+    args = ["restore", "s3://bucket/in", "out", "--task", "denoise", "--s3-endpoint-url", endpoint]
+    result = knitwork(*args, cwd=tmp_path, env=env)
+    assert result.returncode == 2 and "cannot reach the S3 endpoint" in result.stderr
+    assert "http://ann:***@127.0.0.1" in result.stderr
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_a_tracking_uri_with_credentials_is_never_echoed(tmp_path):
+    """A batch with nothing left to run (the manifest has it done) still opens its MLflow run:
+    the store is unreachable, the command warns, and the warning hides the password."""
+    from pipeline.driver import RestoreOptions, _hash_payload
+    from pipeline.manifest import MANIFEST_NAME, Record, config_hash, render
+    from tests.services import free_port
+
+    write_images(tmp_path / "in", names=("one.png",))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "one.png").write_bytes((tmp_path / "in" / "one.png").read_bytes())
+    config = get_preset("fast-denoise").with_steps(2)
+    options = RestoreOptions(
+        input="in", output="out", config=config, degradation=Degradation(task="denoise")
+    )
+    done = Record(
+        input="one.png",
+        output="out/one.png",
+        status="ok",
+        config_hash=config_hash(_hash_payload(options)),
+    )
+    (tmp_path / "out" / MANIFEST_NAME).write_bytes(render([done]))
+    port = free_port()
+    env = {
+        "MLFLOW_TRACKING_URI": f"http://ann:{SECRET}@127.0.0.1:{port}",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+    }
+    result = knitwork(
+        "restore", "in", "out", "--task", "denoise", "--steps", "2", cwd=tmp_path, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert "0 ok, 0 failed, 1 skipped" in result.stdout
+    assert "MLflow tracking at http://ann:***@127.0.0.1" in result.stderr
+    assert SECRET not in result.stdout + result.stderr

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from knitwork.io import load_image
@@ -198,3 +201,133 @@ def test_blind_super_resolution_saves_its_kernel(clean_png, tmp_path):
 def test_bad_kernel_spec_is_a_clear_error(clean_png, tmp_path):
     result = run("fit", clean_png, "--task", "sr", "--kernel", "box", "-o", tmp_path / "o.png")
     assert result.returncode == 2 and "kernel 'box'" in result.stderr
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """The command's stderr, asserted to be one `error: ...` line and no traceback."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "mps"])
+def test_an_invalid_device_is_one_line_naming_the_option_and_the_choices(device, clean_png):
+    result = run("fit", clean_png, "--task", "denoise", "--device", device, "-o", "o.png")
+    line = one_line_error(result)
+    assert "--device" in line and "auto, cpu, cuda or cuda:N" in line and repr(device) in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_asked_for_without_cuda_names_the_option(clean_png, tmp_path):
+    result = run(
+        "fit", clean_png, "--task", "denoise", "--device", "cuda", "-o", tmp_path / "o.png"
+    )
+    line = one_line_error(result)
+    assert "--device" in line and "CUDA is not available" in line and "cpu" in line
+
+
+def test_ctrl_c_during_a_fit_prints_interrupted_and_exits_130(clean_png, tmp_path):
+    command = [*KNITWORK, "fit", str(clean_png), "--task", "denoise", "--steps", "1000000"]
+    command += ["--device", "cpu", "-o", str(tmp_path / "o.png")]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    seen = ""
+    while "fit:" not in seen:  # the progress bar: the fit has started stepping
+        char = process.stderr.read(1)
+        assert char, f"the fit ended before it was interrupted: {seen}"
+        seen += char
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=60)
+    stderr = seen + rest
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert stderr.rstrip().splitlines()[-1] == "interrupted"
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_ctrl_c_while_the_command_starts_is_no_traceback_either(clean_png, tmp_path):
+    script = Path(sys.executable).parent / "knitwork"  # the console script, as a user runs it
+    command = [script, "fit", clean_png, "--task", "denoise", "-o", tmp_path / "o.png"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # Python is up, the libraries (torch: seconds) still loading
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and stderr.rstrip().splitlines()[-1] == "interrupted"
+
+
+@pytest.mark.parametrize(
+    "size, task, extra",
+    [(1, "denoise", []), (1, "sr", []), (1, "inpaint", ["--synthetic"])],
+)
+def test_a_tiny_image_is_refused_naming_the_file(size, task, extra, tmp_path):
+    src = tmp_path / "dot.png"
+    Image.fromarray(np.full((size, size, 3), 128, np.uint8)).save(src)
+    result = run("fit", src, "--task", task, *extra, "--steps", "2", "-o", tmp_path / "o.png")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"error: {src}: " in result.stderr and "1×1" in result.stderr
+
+
+def test_a_fully_transparent_image_is_refused_naming_the_file(tmp_path):
+    src = tmp_path / "clear.png"
+    Image.fromarray(np.zeros((16, 16, 4), np.uint8), "RGBA").save(src)
+    result = run("fit", src, "--task", "inpaint", "--steps", "2", "-o", tmp_path / "o.png")
+    line = one_line_error(result)
+    assert line.startswith(f"error: {src}: ") and "every pixel is transparent" in line
+
+
+@pytest.mark.parametrize("option", ["-o", "--side-by-side", "--save-input"])
+def test_an_output_format_we_cannot_write_is_refused_before_the_fit(option, clean_png, tmp_path):
+    outputs = {"-o": tmp_path / "o.png", option: tmp_path / "result.gif"}
+    args = [a for pair in outputs.items() for a in pair]
+    result = run("fit", clean_png, "--task", "denoise", "--synthetic", "--steps", "2", *args)
+    line = one_line_error(result)  # no other line: the fit never started
+    assert "result.gif" in line and "'.gif'" in line and ".png" in line and ".tiff" in line
+    assert not any(p.exists() for p in outputs.values())
+
+
+def test_a_16_bit_grey_image_can_be_restored_to_jpeg(tmp_path):
+    grey = (example_image("woman", 16).mean(axis=2) * 65535).astype(np.uint16)
+    src, out = tmp_path / "grey16.png", tmp_path / "out.jpg"
+    Image.fromarray(grey).save(src)
+    result = run("fit", src, "--task", "denoise", "--steps", "1", "-o", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert load_image(out).pixels.shape == (16, 16, 1) and load_image(out).bit_depth == 8
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("model")
+    src = folder / "small.png"
+    Image.fromarray((example_image("head", 16) * 255).round().astype(np.uint8)).save(src)
+    result = run("fit", src, "--task", "denoise", "--steps", "1", "--quiet", "-o", folder / "o.png",
+                 "--save-model", folder / "m.pt")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return folder / "m.pt"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--scale", "0"], "--scale must be a positive number; got 0"),
+        (["--scale", "-2"], "--scale must be a positive number; got -2"),
+        (["--scale", "nan"], "--scale must be a positive number; got nan"),
+        (["--scale", "0.001"], "--scale 0.001 makes the image 0×0"),
+        (["--size", "0x8"], "--size must be two positive whole numbers, e.g. 512x384"),
+        (["--size", "8x-8"], "--size must be two positive whole numbers"),
+        (["-o", "big.gif"], "unsupported extension '.gif'"),
+    ],
+)
+def test_render_refuses_sizes_it_cannot_draw(args, message, saved_model, tmp_path):
+    out = tmp_path / "big.png"
+    result = run("render", saved_model, "-o", out, *args)
+    line = one_line_error(result)
+    assert message in line
+    assert not out.exists()
+
+
+def test_render_scales_the_fitted_size(saved_model, tmp_path):
+    result = run("render", saved_model, "--scale", "1.5", "-o", tmp_path / "big.png")
+    assert result.returncode == 0, result.stderr
+    assert load_image(tmp_path / "big.png").pixels.shape == (24, 24, 3)

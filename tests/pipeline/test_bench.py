@@ -97,6 +97,32 @@ def test_rerun_resumes_and_bad_images_fail_alone(tmp_path, ray_cluster, tracking
     assert sum(r["method"] == "telea" for r in rows) == 2
 
 
+def test_packed_bench_rows_equal_solo_rows_and_a_bad_image_fails_alone(
+    tmp_path, ray_cluster, tracking, capsys
+):
+    write_clean(tmp_path / "clean", 24, names=("bird.png", "head.png", "woman.png"))
+    (tmp_path / "clean" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    extra = ("--methods", "knitwork,mlp", "--settings", "sigma=20", "--steps", "4")
+    rows = {}
+    for pack in ("1", "4"):
+        output = tmp_path / f"out{pack}"
+        argv = ["bench", "quality", "--suite", "denoise", "--images", str(tmp_path / "clean"),
+                "--output", str(output), "--json", str(tmp_path / f"{pack}.json"), "--quiet",
+                "--pack", pack, *extra]  # fmt: skip
+        assert main(argv) == 1  # broken.png
+        rows[pack] = {
+            (r["method"], r["image"]): r
+            for r in json.loads((tmp_path / f"{pack}.json").read_text())["rows"]
+        }
+    assert rows["1"].keys() == rows["4"].keys() and len(rows["4"]) == 8
+    for key, row in rows["4"].items():
+        if key[1] == "broken.png":
+            assert row["status"] == "failed" and "broken.png" in row["error"]
+            continue
+        assert row["status"] == "ok" and row["packed"] == 3 and rows["1"][key]["packed"] == 1
+        assert abs(row["psnr"] - rows["1"][key]["psnr"]) < 0.2, key
+
+
 def test_unknown_method_is_refused(tmp_path, capsys):
     write_clean(tmp_path / "clean", 24)
     code, _, _ = bench(tmp_path, "denoise", "--methods", "knitwork,telea")

@@ -23,7 +23,9 @@ from tests.conftest import shrink
 from tests.services import write_images
 
 DEGRADATION_FIELDS = ("task", "fill_ratio", "sigma", "scale", "kernel", "degrade_kernel")
-CLUSTER_FIELDS = ("cpus_per_task", "gpus_per_task", "max_in_flight", "max_retries", "address")
+CLUSTER_FIELDS = (
+    "cpus_per_task", "gpus_per_task", "max_in_flight", "max_retries", "address", "pack"
+)  # fmt: skip
 
 
 def options(source, target, steps=3, **changes) -> RestoreOptions:
@@ -115,6 +117,35 @@ def test_a_corrupt_image_fails_alone_and_a_rerun_fits_nothing_new(ray_cluster, t
     assert fourth.count("ok") == 4 and fourth.count("skipped") == 0
     attempts = {r["input"]: r["attempt"] for r in manifest(tmp_path / "out")}
     assert attempts["a.png"] == 3 and attempts["broken.png"] == 4
+
+
+def test_packed_tasks_give_each_image_its_solo_result_and_a_bad_one_fails_alone(
+    ray_cluster, tracking, tmp_path
+):
+    write_images(tmp_path / "in")
+    (tmp_path / "in" / "tiny.png").write_bytes((tmp_path / "in" / "a.png").read_bytes())
+    from PIL import Image
+
+    Image.new("RGB", (3, 3)).save(tmp_path / "in" / "tiny.png")  # too small for the GAN
+    solo = restore(options(tmp_path / "in", tmp_path / "solo", task="denoise", pack=1))
+    packed = restore(options(tmp_path / "in", tmp_path / "packed", task="denoise", pack=3))
+    assert packed.count("ok") == solo.count("ok") == 4 and packed.count("failed") == 1
+    tiny = next(r for r in packed.records if r.input == "tiny.png")
+    assert "tiny.png" in tiny.error
+    by_name = {r.input: r for r in solo.records}
+    for record in packed.records:
+        if record.status == "ok":
+            mine, theirs = record.metrics["psnr"], by_name[record.input].metrics["psnr"]
+            assert abs(mine - theirs) < 0.2, record.input
+    assert len(manifest(tmp_path / "packed")) == 5
+    packs = {r.input: r.metrics.get("packed") for r in packed.records}
+    assert packs == {
+        "a.png": 3,
+        "c.png": 3,
+        "sub/b.png": 3,
+        "sub/deeper/d.png": 1,
+        "tiny.png": None,
+    }
 
 
 def test_gpus_asked_on_a_cpu_cluster_run_on_cpus_and_inputs_stay_untouched(

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from pipeline.driver import refuse_nested
-from pipeline.storage import LocalStorage, S3Storage, StorageError, open_storage, safe_name
+from pipeline.storage import (
+    LocalStorage,
+    S3Storage,
+    StorageError,
+    open_storage,
+    redact,
+    safe_name,
+)
 
 
 def test_local_listing_is_recursive_by_extension_and_skips_hidden(tmp_path):
@@ -118,3 +125,47 @@ def test_s3_denied_access_says_so(s3_endpoint):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+SECRET = "s3cr3t-Pa55"
+AWS_LIKE = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # AWS's documented example secret
+
+
+@pytest.mark.parametrize(
+    "text, shown",
+    [
+        (f"http://ann:{SECRET}@mlflow:5000", "http://ann:***@mlflow:5000"),
+        (f"MLflow at https://ann:{SECRET}@h/x failed", "MLflow at https://ann:***@h/x failed"),
+        (f"postgresql+psycopg2://u:{SECRET}@db/mlflow", "postgresql+psycopg2://u:***@db/mlflow"),
+        (f"a http://x:{SECRET}@h b s3://k:{SECRET}@e", "a http://x:***@h b s3://k:***@e"),
+        (f"AWS_SECRET_ACCESS_KEY={SECRET} next", "AWS_SECRET_ACCESS_KEY=*** next"),
+        (f"aws_secret_access_key: {SECRET}", "aws_secret_access_key: ***"),
+        (f"key {AWS_LIKE}.", "key ***."),
+        (
+            "sqlite:///mlflow.db and s3://bucket/prefix",
+            "sqlite:///mlflow.db and s3://bucket/prefix",
+        ),
+        ("http://mlflow:5000 run 0123456789abcdef0123456789abcdef01234567", None),
+        ("/work/main/out/restored/butterfly.png", None),
+    ],
+)
+def test_redact_hides_passwords_and_secret_keys(text, shown):
+    assert redact(text) == (text if shown is None else shown)
+
+
+def test_redact_hides_the_environment_secret_wherever_it_appears(monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    assert redact(f"signed with {SECRET}!") == "signed with ***!"
+
+
+def test_an_unreachable_endpoint_with_credentials_is_named_without_them(monkeypatch):
+    from tests.services import free_port
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ann")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "anything")
+    port = free_port()
+    endpoint = f"http://ann:{SECRET}@127.0.0.1:{port}"
+    store = open_storage("s3://bucket/x", endpoint_url=endpoint)
+    with pytest.raises(StorageError, match=r"cannot reach the S3 endpoint") as info:
+        store.list_images()
+    assert SECRET not in str(info.value) and f"http://ann:***@127.0.0.1:{port}" in str(info.value)

@@ -1,0 +1,69 @@
+"""Config values are checked when the config is built: each error names the field by its
+dotted name, the type it expects and the value it got."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from knitwork.config import Config, OptimConfig, check_device
+from knitwork.presets import from_yaml
+
+
+@pytest.mark.parametrize(
+    "text, field, value",
+    [
+        ("optim: {lr: 1e-3}", "lr", 0.001),  # PyYAML reads 1e-3 as the string "1e-3"
+        ("optim: {lr: '2E-4'}", "lr", 2e-4),
+        ("optim: {steps: 1e3}", "steps", 1000),
+        ("optim: {steps: 12.0}", "steps", 12),
+        ("optim: {max_memory: 4G}", "max_memory", "4G"),
+        ("optim: {device: 'cuda:1'}", "device", "cuda:1"),
+    ],
+)
+def test_yaml_values_of_a_looser_type_are_accepted(text, field, value):
+    got = getattr(from_yaml(text).optim, field)
+    assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("optim: {steps: three}", r"optim\.steps must be a number \(int\); got 'three'"),
+        ("optim: {steps: 3.5}", r"optim\.steps must be a whole number \(int\); got 3\.5"),
+        ("optim: {steps: '1e400'}", r"optim\.steps must be a finite number \(int\); got '1e400'"),
+        ("optim: {steps: .nan}", r"optim\.steps must be a finite number \(int\); got nan"),
+        ("optim: {lr: .inf}", r"optim\.lr must be a finite number \(float\); got inf"),
+        ("loss: {alpha: .nan}", r"loss\.alpha must be a finite number \(float\); got nan"),
+        ("optim: {max_memory: 4}", r"optim\.max_memory must be text \(str\); got 4"),
+        ("optim: {device: [cpu]}", r"optim\.device must be text \(str\); got \('cpu',\)"),
+        ("optim: {device: gpu}", r"optim\.device must be auto, cpu, cuda or cuda:N; got 'gpu'"),
+        ("optim: {device: 'cuda:x'}", r"optim\.device must be auto, cpu, cuda or cuda:N"),
+        ("model: {patches: {blur: 1}}", r"model\.patches\.blur must be true or false; got 1"),
+    ],
+)
+def test_wrong_values_are_refused_naming_field_type_and_value(text, message, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as info:
+        from_yaml(path.read_text(), str(path))
+    assert str(path) in str(info.value)
+
+
+def test_a_config_built_in_python_is_checked_too():
+    with pytest.raises(ValueError, match=r"optim\.device must be auto, cpu, cuda or cuda:N"):
+        Config().with_device("gpu")
+    with pytest.raises(ValueError, match=r"optim\.steps must be a number \(int\); got 'x'"):
+        dataclasses.replace(OptimConfig(), steps="x")
+
+
+@pytest.mark.parametrize("name", ["auto", "cpu", "cuda", "cuda:0", "cuda:12"])
+def test_valid_devices_pass(name):
+    assert check_device(name) == name
+
+
+@pytest.mark.parametrize("name", ["gpu", "GPU", "cuda:", "cuda:-1", "mps", "", " cpu", "cpu:0"])
+def test_invalid_devices_name_the_option_and_the_choices(name):
+    with pytest.raises(ValueError, match=r"^--device must be auto, cpu, cuda or cuda:N; got "):
+        check_device(name, "--device")
