@@ -28,7 +28,7 @@ from throughput import cases, fast_config
 from knitwork.degradation import Degradation
 from knitwork.fit import fit
 from knitwork.metrics import psnr
-from knitwork.packed import fit_packed
+from knitwork.packs import fit_packed
 
 
 class Utilisation:
@@ -70,10 +70,10 @@ def packed_row(args, device: str, k: int) -> str:
         start = time.perf_counter()
         results = fit_packed([o for o, _ in pairs], config, seeds=list(range(k)), pack=k)
         wall = time.perf_counter() - start
-    memory = torch.cuda.max_memory_allocated() / k / 2**20 if device == "cuda" else float("nan")
+    memory = f"{torch.cuda.max_memory_allocated() / k / 2**20:.0f}" if device == "cuda" else "–"
     score = statistics.fmean(psnr(r.image, t) for r, (_, t) in zip(results, pairs, strict=True))
     return (
-        f"| packed | {k} | {wall:.1f} | {k / wall * 3600:.0f} | {busy.mean} | {memory:.0f} "
+        f"| packed | {k} | {wall:.1f} | {k / wall * 3600:.0f} | {busy.mean} | {memory} "
         f"| {score:.2f} |"
     )
 
@@ -101,8 +101,9 @@ def processes_row(args, device: str, k: int) -> str:
             wall = time.perf_counter() - start
     finally:
         ray.shutdown()
+    share = f"{1 / k:.3g} GPU each" if gpus else "CPU"
     return (
-        f"| {k} processes (Ray, {1 / k:.3g} GPU each) | 1 | {wall:.1f} | {k / wall * 3600:.0f} "
+        f"| {k} processes (Ray, {share}) | 1 | {wall:.1f} | {k / wall * 3600:.0f} "
         f"| {busy.mean} | – | {statistics.fmean(scores):.2f} |"
     )
 
@@ -120,11 +121,11 @@ def photo_row(args, device: str) -> str:
     start = time.perf_counter()
     result = fit(obs, config, seed=0)
     wall = time.perf_counter() - start
-    memory = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
+    memory = f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if device == "cuda" else "–"
     mode = "full grid" if result.crop is None else f"{result.crop[1]}×{result.crop[0]} crops"
     return (
         f"| {width}×{height} from {source.name}, {args.photo_steps} steps ({mode}) "
-        f"| {wall:.0f} s | {memory:.1f} GiB | {psnr(result.image, truth):.2f} |"
+        f"| {wall:.0f} s | {memory} | {psnr(result.image, truth):.2f} |"
     )
 
 

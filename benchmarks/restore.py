@@ -78,6 +78,9 @@ def run_mode(mode: str, folder: Path, steps: int, pack: int = 1) -> dict:
             assert all(o.record.status == "ok" for o in outcomes)
         workers = {}
     else:
+        from pipeline.cluster import required_environment
+
+        os.environ.update(required_environment(ClusterOptions()))  # a loopback-only cluster
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / f'mlflow-{mode}.db'}"
         cpus = 1.0 if mode == "ray-2" else 2.0
         options = RestoreOptions(

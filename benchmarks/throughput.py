@@ -5,6 +5,8 @@ what each part of the step costs). Writes sections of docs/benchmarks/performanc
     python benchmarks/throughput.py pack  [--images ../shared/datasets/tuning] [--count 8]
                                           [--side 64] [--steps 150] [--packs 1 2 4 8]
     python benchmarks/throughput.py steps [--side 128] [--repeats 5]
+    python benchmarks/throughput.py ttq   [--count 3] [--side 48]
+    python benchmarks/throughput.py compile [--side 128] [--repeats 10]
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from performance import header, section
 from knitwork.config import Config
 from knitwork.degradation import Degradation
 from knitwork.metrics import psnr
-from knitwork.packed import fit_packed
+from knitwork.packs import fit_packed
 from knitwork.presets import get_preset
+from knitwork.trainer import Trainer
 
 TASKS = ("denoise", "inpaint")
 
@@ -86,7 +89,7 @@ def pack(args: argparse.Namespace) -> None:
     """Images/hour for K packed fits against K = 1 (and one process per CPU), same PSNR."""
     torch.set_num_threads(2)
     pairs = cases(args.images, args.count, args.side)
-    config = fast_config("denoise", args.steps)
+    config = fast_config("denoise", args.steps, precision="fp32")
     rows = [
         "| layout | wall s | images/hour | speed-up | mean PSNR | PSNR − K=1 (paired SE) |",
         "|" + "---|" * 6,
@@ -109,8 +112,8 @@ def pack(args: argparse.Namespace) -> None:
     )
     note = (
         f"{args.count} tuning images at {args.side}×{args.side} px (cycled when fewer), denoising "
-        f"σ 25, `fast-denoise` with {args.steps} full-grid steps and no early stop, on the CPU "
-        "with 2 torch threads. Packed K: `knitwork.packed.fit_packed(..., pack=K)` in one "
+        f"σ 25, `fast-denoise` in fp32 with {args.steps} full-grid steps and no early stop, on "
+        "the CPU with 2 torch threads. Packed K: `knitwork.packs.fit_packed(..., pack=K)` in one "
         "process (wall time includes building, fitting and drawing every image). The last row "
         "fits the same images solo in 2 single-threaded processes (their start-up included)."
     )
@@ -178,6 +181,117 @@ def steps(args: argparse.Namespace) -> None:
     section("steps", ["## Step efficiency", "", *header(command), note, "", *rows, ""])
 
 
+def compiled_step(obs, what: str, repeats: int) -> tuple[float, float]:
+    """(seconds to compile, i.e. the first two steps, seconds per step after) for a Trainer
+    whose ``what`` ("none", "patch MLP", "every network and the consistency loss") is compiled."""
+    import knitwork.losses as losses
+
+    original = losses.consistency_loss
+    trainer = Trainer(obs, fast_config("denoise", repeats + 10, precision="fp32"), seed=0)
+    model = trainer.model
+    try:
+        if what != "none":
+            model.patch_mlp = torch.compile(model.patch_mlp)
+        if what.startswith("every"):
+            model.reconstructor = torch.compile(model.reconstructor)
+            model.discriminator = torch.compile(model.discriminator)
+            losses.consistency_loss = torch.compile(original)
+        start = time.perf_counter()
+        trainer.step()
+        trainer.step()
+        warm = time.perf_counter() - start
+        trainer.step()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            trainer.step()
+        return warm, (time.perf_counter() - start) / repeats
+    finally:
+        losses.consistency_loss = original
+
+
+def compile_part(args: argparse.Namespace) -> None:
+    """torch.compile against eager for the fp32 step, compile time counted."""
+    torch.set_num_threads(2)
+    ((obs, _),) = cases(args.images, 1, args.side, "denoise")
+    rows = ["| compiled | first two steps s | s / step after |", "|---|---|---|"]
+    for what in ("none", "patch MLP", "every network and the consistency loss"):
+        warm, per_step = compiled_step(obs, what, args.repeats)
+        rows.append(f"| {what} | {warm:.1f} | {per_step:.3f} |")
+        print(rows[-1], flush=True)
+    command = f"python benchmarks/throughput.py compile --side {args.side} --repeats {args.repeats}"
+    note = (
+        f"`fast-denoise` in fp32 on one tuning image at {args.side}×{args.side} px, 2 torch "
+        "threads; the first two steps include compiling; seconds per step are the mean of "
+        f"{args.repeats} steps after one more warm-up step."
+    )
+    section("compile", ["## torch.compile", "", *header(command), note, "", *rows, ""])
+
+
+TTQ_MARGIN = 0.2  # dB: "reaches the paper preset's final PSNR" means within this of it
+TTQ_TIME = 1 / 3  # ... in at most this fraction of the paper preset's wall time
+
+
+def final_fit(obs, truth, config: Config) -> tuple[float, float]:
+    """(PSNR of the restored image, seconds of the fit's steps)."""
+    result = fit_packed([obs], config, seeds=[0], pack=1)[0]
+    return psnr(result.image, truth), result.seconds
+
+
+def ttq(args: argparse.Namespace) -> None:
+    """Each fast-* variant's final PSNR and time against its paper-* preset's."""
+    torch.set_num_threads(2)
+    variants = {"fast": {}, "fast + cosine lr": {"lr_decay": "cosine"}}
+    rows = [
+        "| task | image | paper PSNR | paper s | variant | PSNR | s | PSNR − paper "
+        "| time / paper |",
+        "|" + "---|" * 9,
+    ]
+    found: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for task in TASKS:
+        for i, (obs, truth) in enumerate(cases(args.images, args.count, args.side, task)):
+            try:
+                paper_config = get_preset(f"paper-{task}").with_device("cpu")
+                paper, paper_s = final_fit(obs, truth, paper_config)
+            except ValueError as err:  # e.g. too small for the paper's 5×5 patches at scale 8
+                rows.append(f"| {task} | {i} | – | – | – | – | – | – | not run: {err} |")
+                print(rows[-1], flush=True)
+                continue
+            for name, changes in variants.items():
+                steps = get_preset(f"fast-{task}").optim.steps
+                score, seconds = final_fit(obs, truth, fast_config(task, steps, **changes))
+                found.setdefault((task, name), []).append((score - paper, seconds / paper_s))
+                rows.append(
+                    f"| {task} | {i} | {paper:.2f} | {paper_s:.0f} | {name} | {score:.2f} "
+                    f"| {seconds:.0f} | {score - paper:+.2f} | {seconds / paper_s:.2f} |"
+                )
+                print(rows[-1], flush=True)
+    summary = ["| task | variant | PSNR − paper (paired SE) | time / paper | aim met |"]
+    summary.append("|---|---|---|---|---|")
+    for (task, name), pairs in found.items():
+        diffs, ratios = [d for d, _ in pairs], [r for _, r in pairs]
+        se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+        mean, ratio = statistics.fmean(diffs), max(ratios)
+        met = mean >= -TTQ_MARGIN and ratio <= TTQ_TIME
+        summary.append(
+            f"| {task} | {name} | {mean:+.2f} ± {se:.2f} dB | ≤ {ratio:.2f} | "
+            f"{'yes' if met else 'no'} |"
+        )
+    command = f"python benchmarks/throughput.py ttq --count {args.count} --side {args.side}"
+    note = (
+        f"The first {args.count} tuning images at {args.side}×{args.side} px (a reduced "
+        "protocol: the paper's images are larger), inpainting 2 % (a seeded square hole) and "
+        "denoising σ 25, each fitted with its `paper-*` preset (4,000 full-grid steps, fp32) and "
+        "with each `fast-*` variant (their own steps; `precision: auto`, bf16 on this CPU), "
+        "seed 0, 2 torch threads. PSNR of the restored image (known pixels pasted back for "
+        "inpainting), seconds of the fit's steps. The aim: within "
+        f"{TTQ_MARGIN} dB of the paper preset's PSNR in at most a third of its time."
+    )
+    section(
+        "ttq",
+        ["## Time to quality", "", *header(command), note, "", *rows, "", *summary, ""],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="part", required=True)
@@ -193,6 +307,16 @@ def main() -> None:
     s.add_argument("--side", type=int, default=128)
     s.add_argument("--repeats", type=int, default=5)
     s.set_defaults(go=steps)
+    t = sub.add_parser("ttq")
+    t.add_argument("--images", default="../shared/datasets/tuning")
+    t.add_argument("--count", type=int, default=3)
+    t.add_argument("--side", type=int, default=48)
+    t.set_defaults(go=ttq)
+    c = sub.add_parser("compile")
+    c.add_argument("--images", default="../shared/datasets/tuning")
+    c.add_argument("--side", type=int, default=128)
+    c.add_argument("--repeats", type=int, default=10)
+    c.set_defaults(go=compile_part)
     args = parser.parse_args()
     args.go(args)
 

@@ -22,8 +22,9 @@ ReconstructorKind = Literal["linear", "mlp", "none"]
 PixelLoss = Literal["l1", "mse"]
 Ramp = Literal["none", "sigmoid"]
 Schedule = Literal["joint", "alternate"]
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["fp32", "bf16", "auto"]
 EarlyStop = Literal["none", "noise"]
+LrDecay = Literal["none", "cosine"]
 
 
 class _Checked:
@@ -164,8 +165,14 @@ class OptimConfig(_Checked):
     lr: float = 1e-3  # Adam learning rate of the patch MLP and the reconstructor
     d_lr: float = 1e-3  # Adam learning rate of the discriminator
     d_steps: int = 1  # discriminator updates per iteration that updates it
+    # learning-rate schedule of both optimisers: "none" (constant), or "cosine" from lr to
+    # lr · lr_floor over the steps (``lr_at``)
+    lr_decay: LrDecay = "none"
+    lr_floor: float = 0.1
     schedule: Schedule = "joint"  # "joint": D then G every step; "alternate": D even, G odd
-    precision: Precision = "fp32"  # "fp32", or "bf16" (autocast; fast on CPUs with AVX-512 BF16)
+    # "fp32"; "bf16" (the patch MLP under autocast); "auto": bf16 where the device multiplies
+    # it fast (CUDA with bf16, CPUs with AVX-512 BF16 or AMX), else fp32
+    precision: Precision = "fp32"
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
     log_every: int = 10  # steps between history entries and on_step calls
     # "noise" (denoising): stop once the output is no closer to the noisy input than the noise
@@ -180,6 +187,15 @@ class OptimConfig(_Checked):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_device(self.device)
+        if not 0 <= self.lr_floor <= 1:
+            raise ValueError(f"optim.lr_floor must be in [0, 1]; got {self.lr_floor}")
+
+    def lr_factor(self, step: int) -> float:
+        """The learning rates' multiplier at ``step`` (0-based): 1, or the cosine decay."""
+        if self.lr_decay == "none" or self.steps <= 1:
+            return 1.0
+        t = min(step, self.steps - 1) / (self.steps - 1)
+        return self.lr_floor + (1 - self.lr_floor) * 0.5 * (1 + math.cos(math.pi * t))
 
 
 @dataclass(frozen=True, kw_only=True)

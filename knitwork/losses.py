@@ -111,6 +111,7 @@ class Targets:
     colours: torch.Tensor | None = None  # (N, C) observed pixel colours
     pixel_known: torch.Tensor | None = None  # (N,) which pixels are observed
     low_res: torch.Tensor | None = None  # SR: (C, h, w) the observed low-resolution image
+    low_res_weight: torch.Tensor | None = None  # SR crops: (h, w) which LR pixels are compared
 
 
 def downsampling_loss(
@@ -119,7 +120,11 @@ def downsampling_loss(
     """SR: mean squared error between the downsampled prediction and the observed LR image
     (a plain mean; the authors' code multiplies it by the image height)."""
     image = pixels.T.reshape(-1, targets.height, targets.width)
-    return ((downsample(image) - targets.low_res) ** 2).mean()
+    squared = (downsample(image) - targets.low_res) ** 2
+    if targets.low_res_weight is None:
+        return squared.mean()
+    weight = targets.low_res_weight.to(squared.dtype)
+    return (squared * weight).sum() / (weight.sum() * squared.shape[0]).clamp_min(1)
 
 
 def generator_losses(

@@ -133,9 +133,12 @@ def plan_steps(
     parameters: int,
     budget: int,
     crops: bool = True,
+    crop_unit: int = 1,
 ) -> StepPlan:
     """Full-grid steps when they fit ``budget``, else the largest square crop of ``grid`` (the
-    fitted coordinate grid) that does; ``crops`` False allows full-grid steps only."""
+    fitted coordinate grid) that does; ``crops`` False allows full-grid steps only.
+    ``crop_unit``: super-resolution's scale (its crops are whole LR pixels, so the smallest
+    crop is that many times larger)."""
     h, w = grid
     fixed = fixed_bytes(config, parameters, input_pixels, h * w)
     per = per_coordinate_bytes(config, channels)
@@ -145,13 +148,13 @@ def plan_steps(
     plan = dict(budget=budget, fixed=fixed, per_coordinate=per, render_chunk=int(chunk))
     if fixed + per * h * w <= budget:
         return StepPlan(**plan, crop=None, coordinates=h * w)
-    floor = crop_side_floor(config)
+    floor = crop_side_floor(config) * crop_unit
     side = math.isqrt(max(0, (budget - fixed) // per))
     need = f"full-grid steps on {w}×{h} need about {gib(fixed + per * h * w)}"
     if not crops:
         raise MemoryBudgetError(
-            f"{need}, over the {gib(budget)} budget (crop steps are not available for this "
-            "task yet): give more memory (--max-memory), or a smaller image or --scale"
+            f"{need}, over the {gib(budget)} budget (the MLP baseline's super-resolution has "
+            "no crop steps): give more memory (--max-memory), or a smaller image or --scale"
         )
     if side < floor or min(h, w) < floor:
         smallest = fixed + per * floor * floor

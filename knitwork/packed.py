@@ -17,7 +17,6 @@ stopped with; their slice is still computed until the pack ends.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import time
 
@@ -26,14 +25,11 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from knitwork.config import Config
 from knitwork.losses import Targets, discriminator_loss, generator_losses
-from knitwork.memory import auto_pack, budget_bytes, pack_share
 from knitwork.patches import centre_index
-from knitwork.tasks import Observation
-from knitwork.trainer import FitResult, NonFiniteLossError, Trainer, resolve_device
+from knitwork.trainer import FitResult, NonFiniteLossError, Trainer, set_lr
 
-PACKED_TARGETS = ("stacks", "stack_known", "colours", "pixel_known", "low_res")
+PACKED_TARGETS = ("stacks", "stack_known", "colours", "pixel_known", "low_res", "low_res_weight")
 
 
 class _KernelPriors(nn.Module):
@@ -294,6 +290,8 @@ class PackedTrainer:
             self.opt_d.zero_grad(set_to_none=True)
             losses = loss(d_params, fakes, targets)
             losses.sum().backward()
+            optim = self.config.optim
+            set_lr(self.opt_d, optim.d_lr * optim.lr_factor(self.steps_done))
             self.opt_d.step()
         return losses.detach()
 
@@ -313,6 +311,7 @@ class PackedTrainer:
             )
         self.opt_g.zero_grad(set_to_none=True)
         totals.sum().backward()
+        set_lr(self.opt_g, self.config.optim.lr * self.config.optim.lr_factor(step))
         self.opt_g.step()
         return terms, pixels.detach()
 
@@ -349,81 +348,3 @@ class PackedTrainer:
             if trainer.finished:  # keep the weights it stopped with
                 self._sync_one(k)
         return entries
-
-
-def packed_config(config: Config, pack: int) -> Config:
-    """``config`` with each of ``pack`` packed fits' share of its memory budget."""
-    if pack <= 1:
-        return config
-    budget = budget_bytes(config.optim.max_memory, str(resolve_device(config.optim.device)))
-    share = str(pack_share(budget, pack))
-    return config.replace(optim=dataclasses.replace(config.optim, max_memory=share))
-
-
-def _group_key(trainer: Trainer):
-    obs = trainer.observation
-    kernel = None if obs.kernel is None else obs.kernel.tobytes()
-    shape = obs.output_shape if trainer.plan.crop is None else trainer.plan.crop
-    return obs.task, shape, trainer.plan.crop, obs.image.shape[2], kernel
-
-
-class Packs:
-    """Trainers of one config stepped ``pack`` at a time as batched models: unfinished ones
-    grouped by what can share a batch (a group of one steps its Trainer alone). ``step()``
-    steps every unfinished image once; ``sync()`` brings each Trainer up to date (before its
-    ``state_dict``, ``restored`` or ``result``)."""
-
-    def __init__(self, trainers: list[Trainer], pack: int) -> None:
-        self.trainers = trainers
-        groups: dict[object, list[Trainer]] = {}
-        for t in trainers:
-            if not t.finished:
-                groups.setdefault((_group_key(t), t.steps_done), []).append(t)
-        self.units: list[Trainer | PackedTrainer] = []
-        for members in groups.values():
-            for start in range(0, len(members), max(1, pack)):
-                chunk = members[start : start + pack]
-                self.units.append(chunk[0] if len(chunk) == 1 else PackedTrainer(chunk))
-
-    @property
-    def finished(self) -> bool:
-        return all(t.finished for t in self.trainers)
-
-    def step(self) -> None:
-        for unit in self.units:
-            if not unit.finished:
-                unit.step()
-
-    def sync(self) -> None:
-        for unit in self.units:
-            if isinstance(unit, PackedTrainer):
-                unit.sync()
-
-
-def fit_packed(
-    observations: list[Observation],
-    config: Config,
-    *,
-    seeds: list[int],
-    ground_truths: list[np.ndarray | None] | None = None,
-    pack: int | None = None,
-    keep_known: bool = True,
-) -> list[FitResult]:
-    """Fit every observation, ``pack`` at a time as one batched model (None: ``auto_pack``
-    from the device and the first image's plan), each with its share of the memory budget.
-    Images that cannot share a batch (other sizes under full-grid steps, other kernels) are
-    grouped with their own kind; results come back in input order."""
-    truths = ground_truths or [None] * len(observations)
-    if pack is None:
-        probe = Trainer(observations[0], config, seed=seeds[0])
-        pack = auto_pack(str(probe.device), probe.plan, len(observations))
-    share = packed_config(config, pack)
-    trainers = [
-        Trainer(obs, share, seed=seed, ground_truth=truth)
-        for obs, seed, truth in zip(observations, seeds, truths, strict=True)
-    ]
-    packs = Packs(trainers, pack)
-    while not packs.finished:
-        packs.step()
-    packs.sync()
-    return [t.result(keep_known) for t in trainers]

@@ -79,14 +79,14 @@ _FAST_MODEL = ModelConfig(
 _FAST_INPAINT = Config(
     model=dataclasses.replace(_FAST_MODEL, encoding=EncodingConfig(scale=5.0)),
     loss=LossConfig(alpha=3.0, beta=1.0, gamma=1e-3, pixel="l1"),
-    optim=OptimConfig(steps=500, lr=1e-3, d_lr=1e-3, log_every=10),
+    optim=OptimConfig(steps=500, lr=1e-3, d_lr=1e-3, log_every=10, precision="auto"),
 )
 
 # A lower Fourier scale is the denoiser's prior: it keeps the network from fitting the noise.
 _FAST_DENOISE = Config(
     model=dataclasses.replace(_FAST_MODEL, encoding=EncodingConfig(scale=4.0)),
     loss=LossConfig(alpha=1.0, beta=1.0, gamma=1e-3, pixel="l1"),
-    optim=OptimConfig(steps=300, lr=1e-3, d_lr=1e-3, log_every=10),
+    optim=OptimConfig(steps=300, lr=1e-3, d_lr=1e-3, log_every=10, precision="auto"),
 )
 
 # The authors' SR notebook: 3×3 patches at scales 1, 2, 4, consistency 1e-2 on a sum of 27

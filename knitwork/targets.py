@@ -86,3 +86,55 @@ def crop_targets(
         height=ch,
         width=cw,
     )
+
+
+def whole_stacks(
+    size: tuple[int, int], box: tuple[int, int, int, int], config: PatchConfig, device=None
+) -> torch.Tensor:
+    """(rows·cols,) bool over the crop ``box`` of an image of ``size``: which pixels' stacks lie
+    wholly inside the image (from the geometry alone, so a large image costs nothing)."""
+    h, w = size
+    top, left, rows, cols = box
+    reach = max(config.scales) * (config.size // 2)
+    y = torch.arange(top, top + rows, device=device)
+    x = torch.arange(left, left + cols, device=device)
+    inside_y = (y >= reach) & (y < h - reach)
+    inside_x = (x >= reach) & (x < w - reach)
+    return (inside_y[:, None] & inside_x[None, :]).flatten()
+
+
+def sr_crop_targets(
+    low: torch.Tensor, box: tuple[int, int, int, int], scale: int, reach: int, config: PatchConfig
+) -> Targets:
+    """Super-resolution targets of the LR crop ``box`` = (top, left, rows, cols) of ``low``
+    (C, h, w): the field is fitted on the matching HR crop (``scale`` × the box). The LR pixels
+    compared are those whose downsampling window (``reach`` HR pixels each side of its centre)
+    the HR crop holds as the whole image would: inside it, or mirrored at an image border
+    (``low_res_weight``). The discriminator's real patches are the LR crop's own whole
+    stacks."""
+    _c, h, w = low.shape
+    top, left, rows, cols = box
+    weight = torch.ones(rows, cols, device=low.device)
+    j = torch.arange(rows, device=low.device)
+    i = torch.arange(cols, device=low.device)
+    if top > 0:
+        weight[scale * j - reach < 0] = 0
+    if top + rows < h:
+        weight[scale * j + reach > scale * rows - 1] = 0
+    if left > 0:
+        weight[:, scale * i - reach < 0] = 0
+    if left + cols < w:
+        weight[:, scale * i + reach > scale * cols - 1] = 0
+    known = torch.ones(h, w, dtype=torch.bool, device=low.device)
+    lr = crop_targets(low, known, box, config)
+    real = lr.stacks[whole_stacks((h, w), box, config, low.device)].flatten(1)
+    hr_box = (scale * top, scale * left, scale * rows, scale * cols)
+    full = whole_stacks((scale * h, scale * w), hr_box, config, low.device)
+    return Targets(
+        real=real,
+        full=full,
+        height=scale * rows,
+        width=scale * cols,
+        low_res=low[:, top : top + rows, left : left + cols],
+        low_res_weight=weight,
+    )

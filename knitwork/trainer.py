@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 from knitwork.config import Config
+from knitwork.device import fast_bf16, resolve_device
 from knitwork.kernels import downsample, lr_coordinates
 from knitwork.losses import Targets, discriminator_loss, generator_losses
 from knitwork.memory import StepPlan, budget_bytes, plan_steps
 from knitwork.metrics import estimate_noise, psnr
 from knitwork.model import Knitwork, count_parameters, pixel_grid
-from knitwork.targets import build_sr_targets, build_targets, crop_targets
+from knitwork.targets import build_sr_targets, build_targets, crop_targets, sr_crop_targets
 from knitwork.tasks import Observation
 
 
@@ -57,16 +58,10 @@ class FitResult:
         return count_parameters(self.model)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device {name!r}: use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
-    return device
+def set_lr(optimiser: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group's learning rate (the schedule is a function of the step)."""
+    for group in optimiser.param_groups:
+        group["lr"] = lr
 
 
 @contextmanager
@@ -146,17 +141,22 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.model.generator_parameters(), lr=config.optim.lr)
         d = self.model.discriminator
         self.opt_d = torch.optim.Adam(d.parameters(), lr=config.optim.d_lr) if d else None
-        bf16 = config.optim.precision == "bf16"
+        bf16 = config.optim.precision == "bf16" or (
+            config.optim.precision == "auto" and fast_bf16(self.device)
+        )
+        self.precision = "bf16" if bf16 else "fp32"
         self.autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
         )
         self.floor = noise_floor(observation, config)
 
     def _plan(self) -> StepPlan:
-        """Full-grid steps when they fit ``optim.max_memory``, else sampled crops (inpainting
-        and denoising); ``optim.crop_size`` forces crops of that side."""
+        """Full-grid steps when they fit ``optim.max_memory``, else sampled crops (for
+        super-resolution, HR crops of whole LR pixels); ``optim.crop_size`` forces crops of
+        that side. The MLP baseline's SR fit (on the LR pixels) has no crops."""
         obs, optim = self.observation, self.config.optim
         h, w = obs.output_shape if self.super_resolve else obs.known.shape
+        crops = obs.task != "sr" or self.super_resolve
         plan = plan_steps(
             self.config,
             channels=obs.image.shape[2],
@@ -164,24 +164,39 @@ class Trainer:
             input_pixels=obs.known.size,
             parameters=count_parameters(self.model),
             budget=budget_bytes(optim.max_memory, str(self.device)),
-            crops=obs.task != "sr",
+            crops=crops,
+            crop_unit=obs.scale if self.super_resolve else 1,
         )
-        if optim.crop_size and obs.task != "sr":
-            side = optim.crop_size
-            crop = (min(side, h), min(side, w))
+        crop = (optim.crop_size, optim.crop_size) if optim.crop_size and crops else plan.crop
+        if crop is not None:
+            r = obs.scale if self.super_resolve else 1
+            crop = (max(r, min(crop[0], h) // r * r), max(r, min(crop[1], w) // r * r))
             plan = dataclasses.replace(plan, crop=crop, coordinates=crop[0] * crop[1])
         return plan
 
     def _next_crop(self) -> None:
         """Draw this step's window: its coordinates' features and its targets."""
-        h, w = self.observation.known.shape
-        ch, cw = self.plan.crop
+        r = self.observation.scale if self.super_resolve else 1
+        h, w = self.observation.known.shape  # SR: the window is drawn in LR pixels
+        ch, cw = self.plan.crop[0] // r, self.plan.crop[1] // r
         top = int(torch.randint(0, h - ch + 1, (1,), generator=self.crops))
         left = int(torch.randint(0, w - cw + 1, (1,), generator=self.crops))
         box = (top, left, ch, cw)
-        self.coords = pixel_grid(h, w, self.device, box)
+        patches = self.config.model.patches
+        if self.super_resolve:
+            self.coords = pixel_grid(r * h, r * w, self.device, (r * top, r * left, r * ch, r * cw))
+            reach = self._kernel_reach()
+            self.targets = sr_crop_targets(self.image, box, r, reach, patches)
+        else:
+            self.coords = pixel_grid(h, w, self.device, box)
+            self.targets = crop_targets(self.image, self.known, box, patches)
         self.features = self._encode()
-        self.targets = crop_targets(self.image, self.known, box, self.config.model.patches)
+
+    def _kernel_reach(self) -> int:
+        """SR: how many HR pixels on each side of a centre one LR pixel's value depends on."""
+        if self.model.downsampler is not None:
+            return self.model.downsampler.size // 2
+        return max(self.observation.kernel.shape) // 2
 
     @torch.no_grad()
     def _encode(self) -> torch.Tensor:
@@ -235,6 +250,8 @@ class Trainer:
                 d(self.targets.real), d(fakes), self.config.loss.label_smoothing
             )
             loss.backward()
+            optim = self.config.optim
+            set_lr(self.opt_d, optim.d_lr * optim.lr_factor(self.steps_done))
             self.opt_d.step()
         return loss.detach()
 
@@ -267,6 +284,7 @@ class Trainer:
         _check_finite(step, terms)
         self.opt_g.zero_grad(set_to_none=True)
         terms["total"].backward()
+        set_lr(self.opt_g, self.config.optim.lr * self.config.optim.lr_factor(step))
         self.opt_g.step()
         return terms, pixels.detach()
 

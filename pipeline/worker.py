@@ -23,7 +23,7 @@ from knitwork.checkpoint import model_bytes
 from knitwork.config import Config
 from knitwork.degradation import Degradation
 from knitwork.fit import fit
-from knitwork.packed import fit_packed
+from knitwork.packs import fit_packed
 from knitwork.report import comparison, fit_metrics, kernel_picture, learned_kernel
 from knitwork.tasks import Observation
 from knitwork.trainer import FitResult

@@ -22,7 +22,7 @@ from knitwork.config import Config
 from knitwork.io import encode_image
 from knitwork.memory import auto_pack
 from knitwork.metrics import psnr
-from knitwork.packed import Packs, packed_config
+from knitwork.packs import Packs, packed_config
 from knitwork.tasks import Observation
 from knitwork.trainer import NonFiniteLossError, Trainer
 from pipeline.tracking import metric_key

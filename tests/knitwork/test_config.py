@@ -4,6 +4,7 @@ dotted name, the type it expects and the value it got."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 
@@ -67,3 +68,14 @@ def test_valid_devices_pass(name):
 def test_invalid_devices_name_the_option_and_the_choices(name):
     with pytest.raises(ValueError, match=r"^--device must be auto, cpu, cuda or cuda:N; got "):
         check_device(name, "--device")
+
+
+def test_cosine_learning_rate_decays_from_one_to_the_floor():
+    optim = OptimConfig(steps=101, lr_decay="cosine", lr_floor=0.1)
+    factors = [optim.lr_factor(step) for step in range(101)]
+    assert factors[0] == 1.0 and abs(factors[-1] - 0.1) < 1e-12
+    assert abs(factors[50] - 0.55) < 1e-12  # half way: the mean of 1 and the floor
+    assert all(a >= b for a, b in itertools.pairwise(factors))
+    assert OptimConfig(steps=101).lr_factor(100) == 1.0
+    with pytest.raises(ValueError, match="lr_floor"):
+        OptimConfig(lr_floor=1.5)

@@ -68,15 +68,50 @@ def test_full_grid_when_it_fits_crops_when_not_refusal_when_nothing_fits():
     assert 32 <= large.crop[0] < 4000 and large.crop[0] == large.crop[1]
     with pytest.raises(MemoryBudgetError, match=r"--max-memory"):
         plan(config, 4000, "1G")  # the fixed part alone is over
-    with pytest.raises(MemoryBudgetError, match=r"crop steps are not available"):
-        plan(config, 2400, "2G", crops=False)  # super-resolution: full grid or nothing
+    with pytest.raises(MemoryBudgetError, match=r"no crop steps"):
+        plan(config, 2400, "2G", crops=False)  # the MLP baseline's SR: full grid or nothing
 
 
 def test_super_resolution_over_the_budget_is_refused_before_it_allocates():
     obs = Degradation(task="sr", scale=100).observe(example_image("bird", 24))  # a real input
     config = with_memory(get_preset("fast-sr"), "2G")
-    with pytest.raises(MemoryBudgetError, match=r"2400×2400 need about .* GiB, over the 2.00"):
-        Trainer(obs, config, seed=0)
+    with pytest.raises(MemoryBudgetError, match=r"2400×2400 need about .* GiB, and even"):
+        Trainer(obs, config, seed=0)  # crops of whole LR pixels: at least 3200² at ×100
+
+
+@pytest.mark.parametrize("box", [(0, 0, 8, 10), (5, 3, 9, 8), (12, 11, 12, 13)])
+def test_sr_crop_targets_compare_the_lr_pixels_the_whole_image_would(box):
+    from knitwork.kernels import downsample, gaussian_kernel
+    from knitwork.targets import sr_crop_targets
+
+    scale, kernel = 2, torch.from_numpy(gaussian_kernel(1.2))
+    hr = torch.rand(3, 48, 50, generator=torch.Generator().manual_seed(0))
+    low = downsample(hr, kernel, scale)  # (3, 24, 25)
+    reach = max(kernel.shape) // 2
+    top, left, rows, cols = box
+    targets = sr_crop_targets(low, box, scale, reach, get_preset("fast-sr").model.patches)
+    window = hr[:, scale * top : scale * (top + rows), scale * left : scale * (left + cols)]
+    valid = targets.low_res_weight.bool()
+    assert valid.any() and not valid.all()  # an inner crop loses its rim, not its middle
+    assert torch.equal(targets.low_res, low[:, top : top + rows, left : left + cols])
+    torch.testing.assert_close(
+        downsample(window, kernel, scale)[:, valid], targets.low_res[:, valid]
+    )
+    assert (targets.height, targets.width) == (scale * rows, scale * cols)
+    assert len(targets.real) > 0 and targets.full.shape == (scale * rows * scale * cols,)
+
+
+@pytest.mark.parametrize("kernel", ["learned", "gaussian:1"])
+def test_super_resolution_takes_crop_steps_when_asked_or_over_budget(kernel):
+    obs = Degradation(task="sr", scale=2, kernel=kernel).observe(example_image("bird", 40))
+    config = with_memory(get_preset("fast-sr").with_steps(6).with_device("cpu"), "auto", 33)
+    first, again = fit(obs, config, seed=1), fit(obs, config, seed=1)
+    assert first.crop == (32, 32)  # whole LR pixels: 33 → 32
+    assert first.image.shape == (80, 80, 3) and np.isfinite(first.image).all()
+    np.testing.assert_array_equal(first.image, again.image)
+    big = Degradation(task="sr", scale=4).observe(example_image("bird", 128))  # 512² output
+    plan = Trainer(big, with_memory(get_preset("fast-sr"), "2G"), seed=0).plan
+    assert plan.crop is not None and plan.crop[0] % 4 == 0 and plan.peak <= plan.budget
 
 
 @pytest.mark.parametrize("box", [(0, 0, 12, 16), (9, 5, 14, 10), (20, 18, 12, 14)])
