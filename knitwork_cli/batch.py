@@ -62,7 +62,8 @@ def add_restore(sub: argparse._SubParsersAction) -> None:
 
 
 def run_restore(args: argparse.Namespace) -> int:
-    from pipeline.driver import RestoreOptions, restore, summary_table
+    from pipeline.driver import RestoreOptions, restore
+    from pipeline.summary import summary_table
 
     degradation = degradation_from(args)
     config, label = config_from(args, degradation.task)

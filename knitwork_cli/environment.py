@@ -6,6 +6,9 @@ Applied by ``knitwork_cli.main`` before a command runs:
   ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=2`` and ``MLFLOW_HTTP_REQUEST_TIMEOUT=20`` (a tracking server
   that is down costs seconds, not minutes, before the run goes on unrecorded) and
   ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false`` (no progress bars from artifact downloads).
+- A quiet console (unless ``--verbose`` or already set): ``MLFLOW_LOGGING_LEVEL=WARNING``, so
+  MLflow prints no INFO lines (database migrations, a "View run" link per image); the command's
+  progress bar, warnings and summary remain.
 - Ray Tune (``knitwork tune``), unless already set: ``RAY_AIR_NEW_OUTPUT=0`` and
   ``TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S=0`` (Tune's console reporter off:
   the command prints one line per ended trial); the ``ray.tune`` and ``optuna`` loggers at
@@ -41,10 +44,12 @@ QUIET_LOGGERS = ("ray.tune", "optuna")
 RAY_COMMANDS = ("restore", "bench", "tune")
 
 
-def apply(command: str, address: str | None) -> None:
+def apply(command: str, address: str | None, verbose: bool = False) -> None:
     """Set the defaults ``command`` needs; ``address`` is its --address option."""
     for key, value in MLFLOW_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    if not verbose:
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     if command == "tune":
         for key, value in TUNE_DEFAULTS.items():
             os.environ.setdefault(key, value)

@@ -32,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="knitwork",
         description="Neural Knitworks: restore images by fitting a patch-based coordinate MLP.",
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show MLflow's own INFO messages (default: progress bars, warnings, summaries)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     add_fit(sub)
     add_restore(sub)
@@ -65,7 +70,7 @@ def _run(argv: list[str] | None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        environment.apply(args.command, getattr(args, "address", None))
+        environment.apply(args.command, getattr(args, "address", None), args.verbose)
         return args.run(args)
     except (NonFiniteLossError, ClusterError) as err:
         print(f"error: {redact(str(err))}", file=sys.stderr)

@@ -24,7 +24,7 @@ from types import ModuleType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from knitwork.config import Config
+from knitwork.config import Config, parse_size
 from pipeline.storage import StorageError
 
 LOOPBACK_IP = "127.0.0.1"  # the only address a local cluster listens on
@@ -309,8 +309,16 @@ def task_config(ray: ModuleType, options: ClusterOptions, config: Config, gpus: 
 def share_memory(ray: ModuleType, options: ClusterOptions, config: Config) -> Config:
     """``optim.max_memory: auto`` as each task's share of a node: Ray's memory resource of the
     smallest node divided by the tasks it runs at once (its CPUs / --cpus-per-task), so that
-    concurrent fits never count the same free memory twice. An explicit size is kept."""
+    concurrent fits never count the same free memory twice. An explicit size is kept, unless
+    no node has that much memory (ClusterError: the fits could not keep to it)."""
     if config.optim.max_memory != "auto":
+        asked, largest = parse_size(config.optim.max_memory), _largest_node(ray, "memory")
+        if largest > 0 and asked > largest:
+            raise ClusterError(
+                f"--max-memory {config.optim.max_memory} is more than any node of the cluster "
+                f"has for tasks ({largest / 2**30:.1f} GiB on the largest): ask for at most "
+                "that, or leave it to auto (each task's share of its node)"
+            )
         return config
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     shares = [

@@ -8,7 +8,6 @@ summary. A failed image is recorded and never stops the batch.
 from __future__ import annotations
 
 import dataclasses
-import statistics
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from pipeline.cluster import (
     task_config,
     task_options,
 )
-from pipeline.manifest import MANIFEST_NAME, Record, config_hash, parse, render
+from pipeline.manifest import MANIFEST_NAME, Manifest, Record, config_hash
 from pipeline.storage import (
     IMAGE_EXTENSIONS,
     LocalStorage,
@@ -39,11 +38,11 @@ from pipeline.storage import (
     StorageError,
     open_storage,
 )
+from pipeline.summary import BatchSummary, aggregate
 from pipeline.tracking import Tracker, flatten, tracking_uri
 from pipeline.worker import Job, Outcome, process_pack
 
 GIT_SECONDS = 5  # `git rev-parse` for the code version recorded with a batch
-NAME_WIDTH = 30  # characters of an image name in the summary table
 AUTO_GPU_TASK_IMAGES = 16  # images per task on GPUs when --pack is auto (the task packs them)
 
 
@@ -71,24 +70,31 @@ class RestoreOptions:
         return self.degradation.task
 
 
-@dataclass(kw_only=True)
-class BatchSummary:
-    records: list[Record] = field(default_factory=list)  # this run's records, input order
-    parent_run_id: str | None = None
-    tracked: bool = False
-    seconds: float = 0.0
-
-    def count(self, status: str) -> int:
-        return sum(r.status == status for r in self.records)
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.count("failed") else 0
-
-
 def image_seed(base: int, name: str) -> int:
-    """The image's own seed: the base seed plus a stable hash of its relative name."""
-    return (base + zlib.crc32(name.encode("utf-8"))) % (2**31)
+    """The image's own seed: the base seed plus a stable hash of its relative name (a local
+    name that is not valid UTF-8 is hashed as the bytes it has on disk)."""
+    return (base + zlib.crc32(name.encode("utf-8", "surrogateescape"))) % (2**31)
+
+
+def shown(name: str) -> str:
+    """``name`` fit to print and record: bytes that are not UTF-8 shown as escapes."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def name_problem(name: str, *stores: Storage | None) -> str | None:
+    """Why the image ``name`` cannot be restored (a name that is not UTF-8, or one that would
+    leave its folder or prefix, such as ``a//b.png`` or ``a/../b.png``), or None."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{shown(name)!r}: the name is not valid UTF-8; rename the file"
+    for store in stores:
+        if store is not None:
+            try:
+                store.join(name)
+            except StorageError as err:
+                return str(err)
+    return None
 
 
 def refuse_nested(source: Storage, target: Storage) -> None:
@@ -123,13 +129,6 @@ def _hash_payload(options: RestoreOptions) -> dict:
     }
 
 
-def read_manifest(target: Storage) -> dict[str, Record]:
-    if not target.exists(MANIFEST_NAME):
-        return {}
-    text = target.read(MANIFEST_NAME).decode("utf-8")
-    return parse(text, target.join(MANIFEST_NAME))
-
-
 def code_version() -> str:
     try:
         root = Path(__file__).resolve().parent.parent
@@ -146,7 +145,8 @@ def code_version() -> str:
 
 
 def plan(options: RestoreOptions, source: Storage, target: Storage, done: dict[str, Record]):
-    """Jobs to run, and skip records for images the manifest shows finished."""
+    """Jobs to run, skip records for images the manifest shows finished, and failed records
+    for names that cannot be restored (``name_problem``)."""
     names = source.list_images()
     if not names:
         raise StorageError(f"{source.uri}: no images found ({', '.join(IMAGE_EXTENSIONS)})")
@@ -157,8 +157,21 @@ def plan(options: RestoreOptions, source: Storage, target: Storage, done: dict[s
         if options.ground_truth
         else None
     )
-    jobs, skipped = [], []
+    jobs, skipped, refused = [], [], []
     for name in names:
+        problem = name_problem(name, source, target, masks, truth)
+        if problem is not None:  # this image fails alone, before any task
+            refused.append(
+                Record(
+                    input=shown(name),
+                    output="",
+                    status="failed",
+                    error=f"StorageError: {problem}",
+                    config_hash=digest,
+                    seed=image_seed(options.seed, name),
+                )
+            )
+            continue
         previous = done.get(name)
         finished = previous is not None and previous.status == "ok"
         same = finished and previous.config_hash == digest and not options.overwrite
@@ -180,7 +193,7 @@ def plan(options: RestoreOptions, source: Storage, target: Storage, done: dict[s
                 max_pixels=options.max_pixels,
             )
         )
-    return jobs, skipped
+    return jobs, skipped, refused
 
 
 def _failed_outcome(job: Job, err: BaseException) -> Outcome:
@@ -251,15 +264,8 @@ def run_jobs(ray, jobs: list[Job], options: RestoreOptions, on_outcome) -> None:
     )
 
 
-def restore(options: RestoreOptions) -> BatchSummary:
-    """Restore every image under ``options.input`` into ``options.output``."""
-    start = time.perf_counter()
-    source = open_storage(options.input, options.s3_endpoint_url)
-    target = open_storage(options.output, options.s3_endpoint_url)
-    refuse_nested(source, target)
-    done = read_manifest(target)
-    jobs, skipped = plan(options, source, target, done)
-    summary = BatchSummary()
+def _batch_tracker(options: RestoreOptions, source: Storage, target: Storage) -> Tracker:
+    """The batch's MLflow tracker, its parent run started (params: the config and the run)."""
     experiment = options.experiment or f"knitwork-{options.task}"
     tracker = Tracker(tracking_uri(), experiment, enabled=options.track)
     params = flatten(options.config.to_dict()) | {
@@ -272,10 +278,35 @@ def restore(options: RestoreOptions) -> BatchSummary:
         "code_version": code_version(),
     }
     tags = {"batch": f"{Path(source.uri).name or source.uri} → {target.uri}", "kind": "batch"}
-    summary.parent_run_id = tracker.start(params, tags)
-    records = dict(done)  # the manifest keeps a skipped image's "ok" record
-    progress = Progress(len(jobs), options.progress)
+    tracker.start(params, tags)
+    return tracker
+
+
+def _attempt(done: dict[str, Record], name: str) -> int:
+    return done[name].attempt + 1 if name in done else 1
+
+
+def restore(options: RestoreOptions) -> BatchSummary:
+    """Restore every image under ``options.input`` into ``options.output``."""
+    start = time.perf_counter()
+    source = open_storage(options.input, options.s3_endpoint_url)
+    target = open_storage(options.output, options.s3_endpoint_url)
+    refuse_nested(source, target)
+    manifest = Manifest(target)
+    done = dict(manifest.records)  # a skipped image keeps its "ok" record in the manifest
+    jobs, skipped, refused = plan(options, source, target, done)
+    manifest.compact()  # folds a dead batch's journal in; a wrong output fails here, unfitted
+    summary = BatchSummary()
+    tracker = _batch_tracker(options, source, target)
+    summary.parent_run_id = tracker.parent_id
     results: dict[str, Record] = {}
+    for record in refused:
+        record.attempt = _attempt(done, record.input)
+        results[record.input] = record
+        manifest.add(record)
+        print(f"failed: {record.input}: {record.error}", file=sys.stderr)
+    summary.recorded_late = record_untracked(tracker, target, skipped, manifest)
+    progress = Progress(len(jobs), options.progress)
 
     def on_outcome(job: Job, outcome: Outcome) -> None:
         record = outcome.record
@@ -287,62 +318,51 @@ def restore(options: RestoreOptions) -> BatchSummary:
         }
         record.mlflow_run_id = tracker.log_image(job.name, image_params, outcome)
         record.tracked = record.mlflow_run_id is not None
-        record.attempt = done[job.name].attempt + 1 if job.name in done else 1
-        records[job.name] = results[job.name] = record
-        target.write(MANIFEST_NAME, render(list(records.values())))
+        record.attempt = _attempt(done, job.name)
+        results[job.name] = record
+        manifest.add(record)
         progress.advance(record.status == "failed")
 
     try:
         if jobs:
             with connect(options.cluster) as ray:
                 run_jobs(ray, jobs, options, on_outcome)
+    except BaseException as err:  # an aborted batch: its manifest and parent run are closed
+        manifest.compact()
+        status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+        tracker.finish({}, {}, failed=True, status=status)
+        raise
     finally:
         progress.close()
     order = {r.input: r for r in skipped} | results
     summary.records = [order[n] for n in sorted(order)]
     summary.seconds = time.perf_counter() - start
-    manifest = render(list(records.values()))
-    target.write(MANIFEST_NAME, manifest)
-    tracker.finish(aggregate(summary), {MANIFEST_NAME: manifest}, failed=summary.exit_code != 0)
+    data = manifest.compact()
+    tracker.finish(aggregate(summary), {MANIFEST_NAME: data}, failed=summary.exit_code != 0)
     summary.tracked = tracker.enabled and summary.parent_run_id is not None
     return summary
 
 
-def aggregate(summary: BatchSummary) -> dict[str, float]:
-    """Batch-level metrics: counts, throughput, and means of the per-image scores."""
-    ran = [r for r in summary.records if r.status != "skipped"]
-    out: dict[str, float] = {k: float(summary.count(k)) for k in ("ok", "failed", "skipped")}
-    if ran and summary.seconds > 0:
-        out["images_per_minute"] = len(ran) / (summary.seconds / 60)
-    for key in ("psnr", "ssim", "psnr_hole", "ssim_hole", "reference_psnr", "seconds"):
-        values = [
-            r.metrics[key]
-            for r in summary.records
-            if r.status in ("ok", "skipped") and r.metrics.get(key) is not None
-        ]
-        if values:
-            out[f"mean_{key}"] = statistics.fmean(values)
-    return out
-
-
-def summary_table(summary: BatchSummary) -> str:
-    """A plain-text table: one row per image, then the totals."""
-    header = f"{'image':{NAME_WIDTH}s} {'status':8s} {'psnr':>7s} {'hole':>7s} {'seconds':>8s}"
-    rows = [header + "  error"]
-    for r in summary.records:
-        psnr, hole = r.metrics.get("psnr"), r.metrics.get("psnr_hole")
-        rows.append(
-            f"{r.input[:NAME_WIDTH]:{NAME_WIDTH}s} {r.status:8s} {_num(psnr):>7s} {_num(hole):>7s} "
-            f"{r.seconds:8.1f}  {(r.error or '').splitlines()[0] if r.error else ''}"
-        )
-    means = aggregate(summary)
-    rows.append(
-        f"{summary.count('ok')} ok, {summary.count('failed')} failed, "
-        f"{summary.count('skipped')} skipped in {summary.seconds:.1f} s"
-        + (f"; mean PSNR {means['mean_psnr']:.2f} dB" if "mean_psnr" in means else "")
-    )
-    return "\n".join(rows)
-
-
-def _num(value) -> str:
-    return "–" if value is None else f"{value:.2f}"
+def record_untracked(tracker: Tracker, target: Storage, skipped, manifest: Manifest) -> int:
+    """Record in MLflow the finished images an earlier run could not (``tracked: false``): their
+    metrics and restored image, under this batch. Returns how many were recorded."""
+    if not tracker.enabled or tracker.parent_id is None:
+        return 0
+    late = 0
+    for record in skipped:
+        if record.tracked:
+            continue
+        try:
+            artifact = {f"restored{Path(record.input).suffix}": target.read(record.input)}
+        except StorageError:
+            artifact = {}
+        params = {"image": record.input, "seed": str(record.seed), "recorded_late": "true"}
+        outcome = Outcome(record=dataclasses.replace(record, status="ok"), artifacts=artifact)
+        run_id = tracker.log_image(record.input, params, outcome)
+        if run_id is not None:
+            late += 1
+            record.mlflow_run_id, record.tracked = run_id, True
+            manifest.add(dataclasses.replace(record, status="ok"))
+    if late:
+        print(f"recorded {late} finished image(s) in MLflow that an earlier run could not")
+    return late

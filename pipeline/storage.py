@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -65,10 +67,14 @@ class NotFound(StorageError):
 
 
 def safe_name(name: str) -> str:
-    """A relative POSIX name that cannot escape its root (no '..', no absolute path)."""
+    """A relative POSIX name that cannot escape its root (no '..', no absolute path) and names
+    exactly one object (no empty segment: S3 keeps ``a//b`` apart from ``a/b``)."""
     path = PurePosixPath(name.replace("\\", "/"))
-    if path.is_absolute() or not path.parts or any(p in ("..", "") for p in path.parts):
-        raise StorageError(f"{name!r}: not a safe relative name (absolute or contains '..')")
+    segments = name.replace("\\", "/").split("/")  # PurePosixPath would fold "a//b" into "a/b"
+    if path.is_absolute() or not path.parts or any(p in ("..", "") for p in segments):
+        raise StorageError(
+            f"{name!r}: not a safe relative name (absolute, '..' or an empty segment)"
+        )
     normal = posixpath.normpath(str(path))
     if normal.startswith("../") or normal in (".", ".."):
         raise StorageError(f"{name!r}: not a safe relative name")
@@ -122,6 +128,25 @@ class LocalStorage:
         with atomic_file(self.root / safe_name(name)) as handle:
             handle.write(data)
 
+    def append(self, name: str, data: bytes) -> None:
+        """Add ``data`` at the end of ``name`` (created if missing), synced to disk."""
+        path = self.root / safe_name(name)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "ab") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as err:
+            raise StorageError(f"{path}: cannot append ({err.strerror})") from None
+
+    def read_appended(self, name: str) -> bytes:
+        """Everything appended to ``name`` (empty if nothing was)."""
+        return self.read(name) if self.exists(name) else b""
+
+    def remove_appended(self, name: str) -> None:
+        (self.root / safe_name(name)).unlink(missing_ok=True)
+
 
 @dataclass(kw_only=True)
 class S3Storage:
@@ -129,6 +154,12 @@ class S3Storage:
     prefix: str
     endpoint_url: str | None = None
     _client: Any = field(default=None, repr=False, compare=False)
+
+    def __repr__(self) -> str:  # the endpoint may carry credentials: shown redacted
+        endpoint = redact(self.endpoint_url) if self.endpoint_url else None
+        return (
+            f"S3Storage(bucket={self.bucket!r}, prefix={self.prefix!r}, endpoint_url={endpoint!r})"
+        )
 
     @property
     def uri(self) -> str:
@@ -180,6 +211,38 @@ class S3Storage:
     def write(self, name: str, data: bytes) -> None:
         with s3_errors(self.join(name), self.endpoint_url):
             self.client.put_object(Bucket=self.bucket, Key=self.key(name), Body=data)
+
+    # S3 objects cannot grow: what is appended to NAME is kept as parts NAME/<time>-<id>,
+    # read back in the order they were written.
+
+    def append(self, name: str, data: bytes) -> None:
+        part = f"{safe_name(name)}/{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+        self.write(part, data)
+
+    def _parts(self, name: str) -> list[str]:
+        start = self.key(name) + "/"
+        keys: list[str] = []
+        with s3_errors(self.join(name), self.endpoint_url):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=start
+            )
+            for page in pages:
+                keys += [obj["Key"] for obj in page.get("Contents", [])]
+        return sorted(keys)
+
+    def read_appended(self, name: str) -> bytes:
+        chunks = []
+        for key in self._parts(name):
+            with s3_errors(f"s3://{self.bucket}/{key}", self.endpoint_url):
+                chunks.append(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        return b"".join(chunks)
+
+    def remove_appended(self, name: str) -> None:
+        keys = self._parts(name)
+        for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+            batch = [{"Key": k} for k in keys[i : i + 1000]]
+            with s3_errors(self.join(name), self.endpoint_url):
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
 
 
 Storage = LocalStorage | S3Storage

@@ -169,12 +169,16 @@ class Tracker:
                 (Path(tmp) / name).write_bytes(data)
             self._client.log_artifacts(run_id, tmp)
 
-    def finish(self, metrics: dict[str, float], files: dict[str, bytes], failed: bool) -> None:
+    def finish(
+        self, metrics: dict[str, float], files: dict[str, bytes], failed: bool, status: str = ""
+    ) -> None:
+        """Close the parent run: FINISHED, FAILED, or ``status`` (KILLED for an interrupt)."""
         if not self.enabled or self.parent_id is None:
             return
         try:
             self._log_metrics(self.parent_id, [], metrics)
             self._log_files(self.parent_id, files)
-            self._client.set_terminated(self.parent_id, "FAILED" if failed else "FINISHED")
+            status = status or ("FAILED" if failed else "FINISHED")
+            self._client.set_terminated(self.parent_id, status)
         except Exception as err:
             self._fail("finishing the batch run", err)

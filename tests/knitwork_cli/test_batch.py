@@ -38,8 +38,13 @@ def test_restore_command_end_to_end(s3_endpoint, tmp_path):
     assert (tmp_path / "mlflow.db").exists() and "MLflow: batch run" in result.stdout
     lines = (tmp_path / "out" / "_manifest.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["status"] for line in lines) == ["failed", "ok", "ok"]
+    assert "INFO mlflow" not in result.stderr  # a quiet console: no MLflow chatter
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert "0 ok, 1 failed, 2 skipped" in again.stdout
+    (tmp_path / "mlflow.db").unlink()  # a new store: MLflow says what it creates, if asked
+    command.insert(3, "--verbose")
+    loud = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert "INFO mlflow" in loud.stderr and "0 ok, 1 failed, 2 skipped" in loud.stdout
 
 
 def test_restore_refuses_output_inside_input(tmp_path):

@@ -20,7 +20,7 @@ RAY_KEYS = ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STA
 def env():
     """os.environ as the test leaves it is put back afterwards, whatever apply() wrote."""
     saved = dict(os.environ)
-    for key in (*RAY_KEYS, "RAY_ADDRESS", *environment.MLFLOW_DEFAULTS):
+    for key in (*RAY_KEYS, "RAY_ADDRESS", "MLFLOW_LOGGING_LEVEL", *environment.MLFLOW_DEFAULTS):
         os.environ.pop(key, None)
     yield os.environ
     os.environ.clear()
@@ -68,6 +68,17 @@ def test_commands_without_ray_touch_no_ray_setting_and_keep_user_values(env):
     )
 
 
+def test_the_console_is_quiet_unless_verbose_and_the_users_level_wins(env):
+    environment.apply("restore", None)
+    assert env["MLFLOW_LOGGING_LEVEL"] == "WARNING"
+    env.pop("MLFLOW_LOGGING_LEVEL")
+    environment.apply("restore", None, verbose=True)
+    assert "MLFLOW_LOGGING_LEVEL" not in env
+    env["MLFLOW_LOGGING_LEVEL"] = "DEBUG"
+    environment.apply("fit", None)
+    assert env["MLFLOW_LOGGING_LEVEL"] == "DEBUG"
+
+
 def _environment_writes(path: Path) -> list[str]:
     """Calls that set process-wide state: os.environ writes, putenv, logger levels."""
     found = []
@@ -81,8 +92,20 @@ def _environment_writes(path: Path) -> list[str]:
     return found
 
 
+# Entry points other than the command: a KFP component's first call, in its pod's own process.
+ENTRY_POINTS = {ROOT / "pipeline" / "kubeflow" / "steps.py": "use_services"}
+
+
 def test_library_code_sets_no_process_wide_defaults():
-    writes = [
-        w for pkg in LIBRARIES for p in (ROOT / pkg).rglob("*.py") for w in _environment_writes(p)
-    ]
+    files = [p for pkg in LIBRARIES for p in (ROOT / pkg).rglob("*.py") if p not in ENTRY_POINTS]
+    writes = [w for p in files for w in _environment_writes(p)]
     assert not writes, writes
+
+
+def test_kubeflow_steps_set_the_environment_only_in_their_entry_function():
+    for path, function in ENTRY_POINTS.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        allowed = next(n for n in ast.walk(tree) if getattr(n, "name", None) == function)
+        inside = {n.lineno for n in ast.walk(allowed) if hasattr(n, "lineno")}
+        lines = {int(w.split(":")[1]) for w in _environment_writes(path)}
+        assert lines and lines <= inside, (path, lines)

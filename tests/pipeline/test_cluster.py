@@ -240,6 +240,17 @@ def test_more_cpus_per_task_than_a_node_has_is_refused(ray_cluster):
         task_options(ray_cluster, ClusterOptions(cpus_per_task=3))
 
 
+def test_more_memory_than_any_node_has_is_refused_and_auto_is_shared(ray_cluster):
+    config = Config()
+    huge = config.replace(optim=dataclasses.replace(config.optim, max_memory="64T"))
+    with pytest.raises(ClusterError, match=r"--max-memory 64T is more than any node"):
+        share_memory(ray_cluster, ClusterOptions(), huge)
+    small = config.replace(optim=dataclasses.replace(config.optim, max_memory="1G"))
+    assert share_memory(ray_cluster, ClusterOptions(), small) == small
+    shared = share_memory(ray_cluster, ClusterOptions(), config).optim.max_memory
+    assert shared.endswith("M") and int(shared[:-1]) > 0
+
+
 def test_task_options_fit_a_cpu_cluster(ray_cluster, capsys):
     options = ClusterOptions(cpus_per_task=2, gpus_per_task=0.5, max_retries=1)
     resources = task_options(ray_cluster, options)

@@ -148,6 +148,72 @@ def test_packed_tasks_give_each_image_its_solo_result_and_a_bad_one_fails_alone(
     }
 
 
+def test_odd_s3_keys_fail_alone_and_every_rerun_finishes(
+    ray_cluster, tracking, bucket, s3_endpoint, tmp_path, capsys
+):
+    from pipeline.storage import s3_client
+
+    names = write_images(tmp_path / "in", names=("a.png", "b.png"))
+    client = s3_client(s3_endpoint)
+    for key in ("odd/a.png", "odd/b.png", "odd/x//y.png", "odd//z.png"):
+        data = (tmp_path / "in" / names[len(key) % 2]).read_bytes()
+        client.put_object(Bucket=bucket, Key=key, Body=data)
+    for attempt in (1, 2):
+        summary = restore(options(f"s3://{bucket}/odd", f"s3://{bucket}/out", task="denoise"))
+        assert summary.count("failed") == 2 and len(summary.records) == 4
+        assert summary.count("ok" if attempt == 1 else "skipped") == 2
+        errors = {r.input: r.error for r in summary.records if r.status == "failed"}
+        assert set(errors) == {"x//y.png", "/z.png"}
+        assert all("not a safe relative name" in e for e in errors.values())
+        assert "failed: x//y.png" in capsys.readouterr().err
+    records = {r["input"]: r for r in manifest(f"s3://{bucket}/out")}
+    assert records["x//y.png"]["attempt"] == 2 and records["a.png"]["status"] == "ok"
+
+
+@pytest.mark.parametrize("name", ["c/../d.png", "../d.png", "/abs.png", "a//b.png"])
+def test_names_that_would_leave_their_folder_are_refused(name, tmp_path):
+    from pipeline.driver import name_problem
+
+    problem = name_problem(name, open_storage(str(tmp_path)))
+    assert problem is not None and "not a safe relative name" in problem
+    assert name_problem("sub/fine.png", open_storage(str(tmp_path))) is None
+
+
+def test_a_wrong_output_bucket_is_refused_before_any_fit(ray_cluster, tracking, bucket, tmp_path):
+    from pipeline.storage import StorageError
+
+    write_images(tmp_path / "in", names=("a.png",))
+    with pytest.raises(StorageError, match="no-such-bucket-here"):
+        restore(options(tmp_path / "in", "s3://no-such-bucket-here/out"))
+    client = MlflowClient(tracking_uri=tracking)
+    assert client.get_experiment_by_name("tests") is None  # no batch was even started
+
+
+def test_an_aborted_batch_closes_its_parent_run_as_failed(ray_cluster, tracking, tmp_path):
+    from pipeline.cluster import ClusterError
+
+    write_images(tmp_path / "in", names=("a.png",))
+    with pytest.raises(ClusterError, match="cpus-per-task"):
+        restore(options(tmp_path / "in", tmp_path / "out", cpus_per_task=3))
+    client = MlflowClient(tracking_uri=tracking)
+    experiment = client.get_experiment_by_name("tests")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.kind = 'batch'")
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert (tmp_path / "out" / MANIFEST_NAME).exists()
+
+
+def test_a_local_name_that_is_not_utf8_fails_alone(ray_cluster, tracking, tmp_path):
+    names = write_images(tmp_path / "in", names=("a.png",))
+    odd = os.path.join(os.fsencode(tmp_path / "in"), b"caf\xe9.png")
+    with open(odd, "wb") as handle:
+        handle.write((tmp_path / "in" / names[0]).read_bytes())
+    summary = restore(options(tmp_path / "in", tmp_path / "out", task="denoise"))
+    assert summary.count("ok") == 1 and summary.count("failed") == 1
+    failed = next(r for r in summary.records if r.status == "failed")
+    assert failed.input == "caf\\udce9.png" and "not valid UTF-8" in failed.error
+    assert len(manifest(tmp_path / "out")) == 2
+
+
 def test_gpus_asked_on_a_cpu_cluster_run_on_cpus_and_inputs_stay_untouched(
     ray_cluster, tracking, tmp_path, capsys
 ):
@@ -218,6 +284,19 @@ def test_tracking_server_stopped_before_the_batch(ray_cluster, s3_endpoint, tmp_
     records = manifest(tmp_path / "out")
     assert len(records) == 4 and not any(r["tracked"] for r in records)
     assert all((tmp_path / "out" / n).exists() for n in names)
+    # MLflow is back: a rerun fits nothing again but records the four images it missed
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    again = restore(options(tmp_path / "in", tmp_path / "out"))
+    assert again.count("skipped") == 4 and again.recorded_late == 4
+    records = manifest(tmp_path / "out")
+    assert all(r["tracked"] and r["mlflow_run_id"] and r["status"] == "ok" for r in records)
+    _, runs = child_runs(store, again.parent_run_id)
+    assert sorted(r.data.tags["image"] for r in runs) == sorted(names)
+    assert all(r.data.params["recorded_late"] == "true" for r in runs)
+    assert "psnr" in runs[0].data.metrics
+    third = restore(options(tmp_path / "in", tmp_path / "out"))
+    assert third.recorded_late == 0  # nothing is recorded twice
 
 
 def test_mlflow_server_with_artifacts_on_s3(ray_cluster, mlflow_server, tmp_path, monkeypatch):

@@ -169,3 +169,9 @@ def test_an_unreachable_endpoint_with_credentials_is_named_without_them(monkeypa
     with pytest.raises(StorageError, match=r"cannot reach the S3 endpoint") as info:
         store.list_images()
     assert SECRET not in str(info.value) and f"http://ann:***@127.0.0.1:{port}" in str(info.value)
+
+
+def test_an_s3_storage_shows_its_endpoint_without_credentials():
+    storage = open_storage("s3://b/p", "http://ann:s3cr3t-Pa55@127.0.0.1:9000")
+    assert "s3cr3t" not in repr(storage) and "ann:***@127.0.0.1:9000" in repr(storage)
+    assert storage.endpoint_url.endswith("@127.0.0.1:9000")  # the client still gets it
