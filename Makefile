@@ -8,7 +8,7 @@ DEMO   := out/demo
 CHROMIUM := /usr/bin/chromium
 SUDO     := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup demo test lint browser bench bench-quality clean
+.PHONY: setup demo test lint browser bench bench-quality kubeflow clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,9 @@ bench: setup  ## CPU benchmarks (about an hour): docs/benchmarks/*.md
 bench-quality: setup  ## the quality benchmark beside the paper's tables (hours on a CPU): docs/benchmarks/quality.md
 	$(BIN)/python benchmarks/quality.py run
 	$(BIN)/python benchmarks/quality.py report
+
+kubeflow: setup  ## recompile the Kubeflow pipeline: infra/kubeflow/knitwork_pipeline.yaml
+	$(BIN)/python -m pipeline.kubeflow compile
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

@@ -17,6 +17,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 SCHEMAS = INFRA / "schemas" / "kuberay"
+KUBEFLOW = INFRA / "kubeflow"  # compiled KFP pipeline specs: tests/infra/test_kubeflow.py
 K8S = INFRA / "k8s"
 CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
 CORE_KINDS = {
@@ -45,7 +46,8 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 @cache
 def documents() -> tuple[tuple[str, dict], ...]:
     """(file relative to the repo, document) for every YAML document under infra/."""
-    files = sorted(p for p in INFRA.rglob("*.y*ml") if SCHEMAS not in p.parents)
+    skipped = (SCHEMAS, KUBEFLOW)  # CRD schemas, and KFP pipeline specs (not Kubernetes objects)
+    files = sorted(p for p in INFRA.rglob("*.y*ml") if not any(s in p.parents for s in skipped))
     found = []
     for path in files:
         with path.open() as f:

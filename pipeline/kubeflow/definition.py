@@ -1,0 +1,103 @@
+"""The Kubeflow pipeline ``knitwork-restore`` and its compilation to infra/kubeflow/.
+
+validate inputs → (no preset named: search on Ray → best trial) | (preset named: that preset)
+→ the preset file in OUTPUT/.kubeflow → batch restoration on Ray → comparison report (HTML
+artifact) and summary (metrics). Every step is cached off: they read and write external
+storage, so an unchanged parameter set does not mean an unchanged result.
+"""
+
+# No `from __future__ import annotations`: KFP reads the pipeline's annotations as types.
+from pathlib import Path
+
+from kfp import compiler, dsl
+
+from pipeline.kubeflow.components import (
+    batch_summary,
+    comparison_report,
+    restore_batch,
+    search_hyperparameters,
+    select_best_trial,
+    validate_inputs,
+    write_named_preset,
+)
+from pipeline.kubeflow.rayjob import IMAGE
+
+PIPELINE_NAME = "knitwork-restore"
+COMPILED = Path(__file__).resolve().parents[2] / "infra" / "kubeflow" / "knitwork_pipeline.yaml"
+# In-cluster addresses of infra/k8s and infra/kuberay (the pipeline's pods run in another
+# namespace than `knitwork`, hence the namespaced Service names).
+RAY_ADDRESS = "ray://knitwork-head-svc.knitwork.svc:10001"
+TRACKING_URI = "http://mlflow.knitwork.svc:5000"
+S3_ENDPOINT = "http://minio.knitwork.svc:9000"
+
+
+def _no_cache(*tasks: dsl.PipelineTask) -> None:
+    for task in tasks:
+        task.set_caching_options(False)
+
+
+DESCRIPTION = (
+    "Neural Knitworks batch restoration: validate the inputs, search hyperparameters on Ray "
+    "unless a preset is named, restore on Ray with the chosen preset, report and summarise."
+)
+
+
+@dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)
+def knitwork_pipeline(
+    input_uri: str,
+    output_uri: str,
+    task: str = "inpaint",
+    preset: str = "",
+    masks_uri: str = "",
+    synthetic: bool = False,
+    search_images_uri: str = "",
+    search_samples: int = 8,
+    search_steps: int = 300,
+    ray_mode: str = "cluster",
+    ray_address: str = RAY_ADDRESS,
+    cpus_per_task: float = 1.0,
+    gpus_per_task: float = 0.0,
+    mlflow_experiment: str = "",
+    mlflow_tracking_uri: str = TRACKING_URI,
+    s3_endpoint: str = S3_ENDPOINT,
+    image: str = IMAGE,
+    namespace: str = "knitwork",
+) -> None:
+    """Restore INPUT into OUTPUT with a named preset, or with the best of a search."""
+    shared = dict(
+        task=task, tracking_uri=mlflow_tracking_uri, s3_endpoint=s3_endpoint,
+        experiment=mlflow_experiment, ray_mode=ray_mode, ray_address=ray_address,
+        cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task, image=image,
+        namespace=namespace,
+    )  # fmt: skip
+    found = validate_inputs(input_uri=input_uri, s3_endpoint=s3_endpoint)
+    with dsl.If(preset == "", name="search"):
+        searched = search_hyperparameters(
+            images_uri=search_images_uri, input_uri=input_uri, output_uri=output_uri,
+            samples=search_samples, steps=search_steps, **shared,
+        ).after(found)  # fmt: skip
+        best = select_best_trial(
+            search_uri=searched.output, task=task, output_uri=output_uri, s3_endpoint=s3_endpoint
+        )
+    with dsl.Else(name="named-preset"):
+        named = write_named_preset(
+            preset=preset, output_uri=output_uri, s3_endpoint=s3_endpoint
+        ).after(found)
+    restored = restore_batch(
+        input_uri=input_uri, output_uri=output_uri, preset_uri=dsl.OneOf(best.output, named.output),
+        masks_uri=masks_uri, synthetic=synthetic, **shared,
+    )  # fmt: skip
+    report = comparison_report(
+        summary=restored.output, task=task, experiment=mlflow_experiment,
+        tracking_uri=mlflow_tracking_uri,
+    )  # fmt: skip
+    summary = batch_summary(summary=restored.output, images_found=found.output)
+    _no_cache(found, searched, best, named, restored, report, summary)
+
+
+def compile_pipeline(path: str | Path = COMPILED) -> Path:
+    """Compile the pipeline to ``path`` (YAML: KFP's pipeline spec); returns it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(knitwork_pipeline, str(path))
+    return path
