@@ -34,6 +34,9 @@ INPUT_BYTES = 48  # per input pixel: decoded float RGB, the observation, its mas
 # (32 before a 12-MP inpainting with a mask file peaked at 3,038 MiB of a 3 GiB budget)
 OUTPUT_BYTES = 64  # per output pixel: the render and its chunks, raw and result, the file's
 OPTIMISER_COPIES = 4  # weights, gradients, Adam's two moments
+# bf16 autocast on a CPU: a 128² fast-denoise fit peaked at 930 MiB once in a full test run
+# (660 MiB alone, like fp32), so bf16 fits keep this much more in reserve
+AUTOCAST_BYTES = 256 * 2**20
 DEFAULT_FRACTION = 0.8  # of the memory available when the fit starts
 MIN_CROP_SIDE = 32  # smaller crops leave the discriminator too few whole patches
 RENDER_TERMS = 2  # a render chunk keeps activations only for its forward pass
@@ -112,9 +115,11 @@ def render_bytes_per_coordinate(config: Config, channels: int) -> int:
 
 
 def fixed_bytes(config: Config, parameters: int, input_pixels: int, output_pixels: int) -> int:
-    """Runtime, weights with gradients and Adam moments, and the full-size images."""
+    """Runtime, weights with gradients and Adam moments, and the full-size images (and the
+    bf16 kernels' workspace when the fit may run in bf16)."""
     images = INPUT_BYTES * input_pixels + OUTPUT_BYTES * output_pixels
-    return RUNTIME_BYTES + OPTIMISER_COPIES * parameters * FLOAT + images
+    autocast = AUTOCAST_BYTES if config.optim.precision != "fp32" else 0
+    return RUNTIME_BYTES + autocast + OPTIMISER_COPIES * parameters * FLOAT + images
 
 
 def crop_side_floor(config: Config) -> int:
