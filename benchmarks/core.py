@@ -46,9 +46,9 @@ def load_reduced(path: Path, max_side: int) -> np.ndarray:
         return np.asarray(img.resize(size, Image.LANCZOS), dtype=np.float32) / 255.0
 
 
-def matmul_gflops(repeats: int = 20) -> float:
-    """fp32 GFLOP/s of a (16384×512)·(512×256) matmul, the patch MLP's first layer shape."""
-    a, b = torch.randn(16384, 512), torch.randn(512, 256)
+def matmul_gflops(repeats: int = 20, dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of a (16384×512)·(512×256) matmul in ``dtype``, the patch MLP's first layer."""
+    a, b = torch.randn(16384, 512, dtype=dtype), torch.randn(512, 256, dtype=dtype)
     for _ in range(3):
         a @ b
     start = time.perf_counter()

@@ -120,17 +120,6 @@ def pack(args: argparse.Namespace) -> None:
     section("pack", ["## Packed fits", "", *header(command), note, "", *rows, ""])
 
 
-def bf16_matmul_gflops(repeats: int = 20) -> float:
-    a = torch.randn(16384, 512, dtype=torch.bfloat16)
-    b = torch.randn(512, 256, dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * 16384 * 512 * 256 * repeats / (time.perf_counter() - start) / 1e9
-
-
 ABLATIONS = {
     "whole step": {},
     "without the discriminator (γ = 0)": {"loss": {"gamma": 0.0}},
@@ -153,7 +142,7 @@ def ablated(config: Config, changes: dict) -> Config:
 def steps(args: argparse.Namespace) -> None:
     """Step GFLOP/s as a fraction of matmul's (fp32, bf16) and each part's cost by ablation."""
     torch.set_num_threads(2)
-    peaks = {"fp32": matmul_gflops(), "bf16": bf16_matmul_gflops()}
+    peaks = {"fp32": matmul_gflops(), "bf16": matmul_gflops(dtype=torch.bfloat16)}
     print(f"matmul GFLOP/s: {peaks}", flush=True)
     rows = [
         "| task | precision | step | GFLOP / step | s / step | GFLOP/s | fraction of matmul |",

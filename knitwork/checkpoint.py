@@ -18,7 +18,7 @@ import torch
 from knitwork.config import Config
 from knitwork.io import atomic_file
 from knitwork.model import Knitwork
-from knitwork.trainer import FitResult
+from knitwork.result import FitResult
 
 FORMAT = "knitwork-model"
 VERSION = 2  # 2: the model's structure is stored; 1 (read only): it was inferred from weights

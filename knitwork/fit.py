@@ -11,8 +11,9 @@ from collections.abc import Callable
 import numpy as np
 
 from knitwork.config import Config
+from knitwork.result import FitResult
 from knitwork.tasks import Observation
-from knitwork.trainer import FitResult, Trainer
+from knitwork.trainer import Trainer
 
 StepCallback = Callable[[int, dict[str, float]], None]
 

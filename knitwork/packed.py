@@ -27,7 +27,8 @@ from torch.func import functional_call, vmap
 
 from knitwork.losses import Targets, discriminator_loss, generator_losses
 from knitwork.patches import centre_index
-from knitwork.trainer import FitResult, NonFiniteLossError, Trainer, set_lr
+from knitwork.result import FitResult
+from knitwork.trainer import NonFiniteLossError, Trainer, set_lr
 
 PACKED_TARGETS = ("stacks", "stack_known", "colours", "pixel_known", "low_res", "low_res_weight")
 
@@ -139,7 +140,7 @@ class PackedTrainer:
         self.features = None if first.plan.crop else torch.stack([t.features for t in trainers])
         for t in trainers:
             t.packed = len(trainers)
-        self._synced = {id(t): False for t in trainers}
+        self._synced = [False] * len(trainers)  # a finished fit's final state is in its Trainer
 
     # --- moving state between the pack and its Trainers ---
 
@@ -179,14 +180,12 @@ class PackedTrainer:
                         "exp_avg": state["exp_avg"][k].clone(),
                         "exp_avg_sq": state["exp_avg_sq"][k].clone(),
                     }
-        if trainer.plan.crop is None:
-            trainer.features = trainer._encode()
-        self._synced[id(trainer)] = trainer.finished
+        self._synced[k] = trainer.finished
 
     def sync(self) -> None:
         """Write the packed state into every Trainer that is still fitting."""
-        for k, trainer in enumerate(self.trainers):
-            if not self._synced[id(trainer)]:
+        for k, synced in enumerate(self._synced):
+            if not synced:
                 self._sync_one(k)
 
     def results(self, keep_known: bool = True) -> list[FitResult]:

@@ -12,8 +12,15 @@ from knitwork.config import Config
 from knitwork.device import resolve_device
 from knitwork.memory import auto_pack, budget_bytes, pack_share
 from knitwork.packed import PackedTrainer
+from knitwork.result import FitResult
 from knitwork.tasks import Observation
-from knitwork.trainer import FitResult, Trainer
+from knitwork.trainer import Trainer
+
+
+def choose_pack(observation: Observation, config: Config, *, seed: int, images: int) -> int:
+    """``auto_pack`` for ``images`` fits like this one (planned on the whole budget)."""
+    probe = Trainer(observation, config, seed=seed)
+    return auto_pack(str(probe.device), probe.plan, images)
 
 
 def packed_config(config: Config, pack: int) -> Config:
@@ -80,8 +87,7 @@ def fit_packed(
     grouped with their own kind; results come back in input order."""
     truths = ground_truths or [None] * len(observations)
     if pack is None:
-        probe = Trainer(observations[0], config, seed=seeds[0])
-        pack = auto_pack(str(probe.device), probe.plan, len(observations))
+        pack = choose_pack(observations[0], config, seed=seeds[0], images=len(observations))
     share = packed_config(config, pack)
     trainers = [
         Trainer(obs, share, seed=seed, ground_truth=truth)

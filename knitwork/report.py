@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from knitwork.metrics import evaluate, psnr
+from knitwork.result import FitResult, finite_or_none
 from knitwork.tasks import Observation, naive_restoration
-from knitwork.trainer import FitResult, finite_or_none
 
 
 def fit_metrics(result: FitResult, obs: Observation, truth: np.ndarray | None) -> dict:

@@ -9,10 +9,8 @@ sees it detached, then the generator's losses (eq. 4) are taken on the same tens
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,37 +23,13 @@ from knitwork.losses import Targets, discriminator_loss, generator_losses
 from knitwork.memory import StepPlan, budget_bytes, plan_steps
 from knitwork.metrics import estimate_noise, psnr
 from knitwork.model import Knitwork, count_parameters, pixel_grid
+from knitwork.result import FitResult
 from knitwork.targets import build_sr_targets, build_targets, crop_targets, sr_crop_targets
 from knitwork.tasks import Observation
 
 
 class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite; the message names the step and the terms."""
-
-
-@dataclass(kw_only=True)
-class FitResult:
-    image: np.ndarray  # (H, W, C) restored image in [0, 1] (known pixels kept if asked)
-    raw: np.ndarray  # (H, W, C) the reconstructor's output, clipped: the paper's protocol
-    model: Knitwork  # trained model, on the CPU
-    config: Config
-    task: str
-    seed: int
-    seconds: float  # wall-clock time of the optimisation steps
-    history: list[dict[str, float]] = field(default_factory=list)
-    scale: int = 1  # super-resolution factor (the result is scale × the input's size)
-    stopped_at: int | None = None  # the step an early stop ended the fit at, if it did
-    crop: tuple[int, int] | None = None  # (height, width) of the sampled crops; None: full grid
-    packed: int = 1  # images fitted together as one batched model; ``seconds`` is this one's share
-
-    @property
-    def steps(self) -> int:
-        return self.stopped_at or self.config.optim.steps
-
-    @property
-    def parameters(self) -> int:
-        """Trainable parameters of every network that was fitted (discriminator included)."""
-        return count_parameters(self.model)
 
 
 def set_lr(optimiser: torch.optim.Optimizer, lr: float) -> None:
@@ -399,8 +373,3 @@ class Trainer:
         self.seconds, self.history = float(state["seconds"]), list(state["history"])
         if self.plan.crop is not None and state.get("crops") is not None:
             self.crops.set_state(state["crops"])
-
-
-def finite_or_none(value: float | None) -> float | None:
-    """JSON-friendly metric: None for missing or infinite values."""
-    return None if value is None or not math.isfinite(value) else value

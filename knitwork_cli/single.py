@@ -17,8 +17,8 @@ from knitwork.fit import fit
 from knitwork.presets import PRESETS, get_preset, to_yaml
 from knitwork.progress import progress_callback
 from knitwork.report import comparison, fit_metrics, learned_kernel, save_kernel
+from knitwork.result import FitResult
 from knitwork.tasks import Observation
-from knitwork.trainer import FitResult
 from knitwork_cli.options import (
     add_config_options,
     add_degradation_options,

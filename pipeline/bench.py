@@ -30,7 +30,7 @@ from knitwork.fit import fit
 from knitwork.io import DEFAULT_MAX_PIXELS, decode_image, encode_image, reduce_to
 from knitwork.metrics import evaluate
 from knitwork.packs import fit_packed
-from knitwork.trainer import FitResult
+from knitwork.result import FitResult
 from pipeline.manifest import config_hash
 from pipeline.storage import NotFound, Storage, StorageError
 

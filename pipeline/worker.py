@@ -25,8 +25,8 @@ from knitwork.degradation import Degradation
 from knitwork.fit import fit
 from knitwork.packs import fit_packed
 from knitwork.report import comparison, fit_metrics, kernel_picture, learned_kernel
+from knitwork.result import FitResult
 from knitwork.tasks import Observation
-from knitwork.trainer import FitResult
 from pipeline.manifest import Record
 from pipeline.storage import NotFound, Storage, StorageError
 

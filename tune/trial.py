@@ -20,9 +20,8 @@ import torch
 
 from knitwork.config import Config
 from knitwork.io import encode_image
-from knitwork.memory import auto_pack
 from knitwork.metrics import psnr
-from knitwork.packs import Packs, packed_config
+from knitwork.packs import Packs, choose_pack, packed_config
 from knitwork.tasks import Observation
 from knitwork.trainer import NonFiniteLossError, Trainer
 from pipeline.tracking import metric_key
@@ -128,11 +127,6 @@ def checkpoint_images(checkpoint) -> dict[str, bytes]:
         }
 
 
-def _auto_pack(config: Config, cases) -> int:
-    probe = Trainer(cases[0].observation, config, seed=cases[0].seed)
-    return auto_pack(str(probe.device), probe.plan, len(cases))
-
-
 def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     """The trainable: step every case round-robin, report every ``setup.report_every`` steps
     and when every trainer has finished (its steps, or its early stop)."""
@@ -140,7 +134,10 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
 
     torch.set_num_threads(max(1, setup.threads))
     config = trial_config(setup, params)
-    pack = setup.pack or _auto_pack(config, setup.cases)
+    first = setup.cases[0]
+    pack = setup.pack or choose_pack(
+        first.observation, config, seed=first.seed, images=len(setup.cases)
+    )
     config = packed_config(config, pack)
     trainers = [Trainer(c.observation, config, seed=c.seed) for c in setup.cases]
     steps, step = config.optim.steps, _load(trainers)
