@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 from pathlib import Path
 
 import torch
@@ -30,3 +31,14 @@ def publish(path: str | Path, lines: list[str], tail: str = "") -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n" + tail, encoding="utf-8")
     print("\n".join(lines))
+
+
+def publish_section(doc: Path, name: str, lines: list[str], title: str) -> None:
+    """Replace (or append) the part of ``doc`` between ``<!-- NAME: start -->`` and
+    ``<!-- NAME: end -->`` with ``lines``, and print the doc (``title`` starts a new one)."""
+    start, end = f"<!-- {name}: start -->", f"<!-- {name}: end -->"
+    text = doc.read_text(encoding="utf-8") if doc.exists() else f"# {title}\n"
+    block = "\n".join([start, *lines, end])
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: block, text) if start in text else text.rstrip() + "\n\n" + block
+    publish(doc, [text.rstrip()])

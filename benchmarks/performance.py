@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import resource
 import shlex
 import statistics
@@ -27,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from machine import describe, publish
+from machine import describe, publish_section
 from PIL import Image
 
 from knitwork.config import parse_size
@@ -58,12 +57,7 @@ print(json.dumps({"peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1
 
 def section(name: str, lines: list[str]) -> None:
     """Replace (or add) the section between this part's markers in the doc, and print it."""
-    start, end = f"<!-- {name}: start -->", f"<!-- {name}: end -->"
-    text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Performance\n"
-    block = "\n".join([start, *lines, end])
-    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: block, text) if start in text else text.rstrip() + "\n\n" + block
-    publish(DOC, [text.rstrip()])
+    publish_section(DOC, name, lines, "Performance")
 
 
 def header(command: str) -> list[str]:

@@ -236,7 +236,7 @@ def ttq(args: argparse.Namespace) -> None:
         "|" + "---|" * 9,
     ]
     found: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    for task in TASKS:
+    for task in args.tasks:
         for i, (obs, truth) in enumerate(cases(args.images, args.count, args.side, task)):
             try:
                 paper_config = get_preset(f"paper-{task}").with_device("cpu")
@@ -266,6 +266,9 @@ def ttq(args: argparse.Namespace) -> None:
             f"{'yes' if met else 'no'} |"
         )
     command = f"python benchmarks/throughput.py ttq --count {args.count} --side {args.side}"
+    partial = tuple(args.tasks) != TASKS
+    if partial:
+        command += f" --tasks {' '.join(args.tasks)}"
     note = (
         f"The first {args.count} tuning images at {args.side}×{args.side} px (a reduced "
         "protocol: the paper's images are larger), inpainting 2 % (a seeded square hole) and "
@@ -275,10 +278,9 @@ def ttq(args: argparse.Namespace) -> None:
         "inpainting), seconds of the fit's steps. The aim: within "
         f"{TTQ_MARGIN} dB of the paper preset's PSNR in at most a third of its time."
     )
-    section(
-        "ttq",
-        ["## Time to quality", "", *header(command), note, "", *rows, "", *summary, ""],
-    )
+    name = "ttq-" + "-".join(args.tasks) if partial else "ttq"
+    title = f"## Time to quality ({', '.join(args.tasks)})" if partial else "## Time to quality"
+    section(name, [title, "", *header(command), note, "", *rows, "", *summary, ""])
 
 
 def main() -> None:
@@ -300,6 +302,7 @@ def main() -> None:
     t.add_argument("--images", default="../shared/datasets/tuning")
     t.add_argument("--count", type=int, default=3)
     t.add_argument("--side", type=int, default=48)
+    t.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     t.set_defaults(go=ttq)
     c = sub.add_parser("compile")
     c.add_argument("--images", default="../shared/datasets/tuning")

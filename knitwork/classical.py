@@ -3,7 +3,8 @@
 Each takes an ``Observation`` and returns the restored (H, W, C) float32 image in [0, 1]:
 inpainting by OpenCV's Telea and Navier–Stokes methods and scikit-image's biharmonic
 equation; denoising by non-local means (scikit-image) and BM3D (the ``bm3d`` package), both
-with the noise level estimated from the image (they are not told σ, as the Knitwork is not);
+with the noise level estimated from the image (they are not told σ, as the Knitwork is not),
+and BM3D told the true σ (``bm3d-sigma``, as published CBM3D numbers are: ``needs_sigma``);
 super-resolution by bicubic interpolation on our sampling grid. ``CLASSICAL[task]`` lists them
 with the parameters that a results row names.
 """
@@ -26,7 +27,17 @@ NLM_PATCH, NLM_DISTANCE, NLM_H = 5, 6, 0.8  # skimage's documented example: h = 
 class Classical:
     name: str  # the row's ``method``
     params: str  # what a reader needs to rerun it
-    restore: Callable[[Observation], np.ndarray]
+    restore: Callable[..., np.ndarray]  # restore(obs), or restore(obs, sigma) if needs_sigma
+    needs_sigma: bool = False  # told the true noise std (0–1 scale) instead of estimating it
+
+    def run(self, obs: Observation, sigma: float | None = None) -> np.ndarray:
+        """The restored image; ``sigma`` (the true noise std, 0–1 scale) reaches only a method
+        that needs it, and such a method refuses to run without it."""
+        if not self.needs_sigma:
+            return self.restore(obs)
+        if sigma is None:
+            raise ValueError(f"{self.name} needs the true noise level σ")
+        return self.restore(obs, sigma)
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
@@ -78,9 +89,13 @@ def denoise_nlm(obs: Observation) -> np.ndarray:
 
 
 def denoise_bm3d(obs: Observation) -> np.ndarray:
+    return denoise_bm3d_sigma(obs, estimate_noise(obs.image))
+
+
+def denoise_bm3d_sigma(obs: Observation, sigma: float) -> np.ndarray:
+    """BM3D (CBM3D in the opponent colour space for RGB) with noise std ``sigma``, 0–1 scale."""
     import bm3d
 
-    sigma = estimate_noise(obs.image)
     image = obs.image.astype(np.float64)
     if image.shape[2] == 3:
         out = bm3d.bm3d_rgb(image, sigma)
@@ -124,6 +139,12 @@ CLASSICAL: dict[str, tuple[Classical, ...]] = {
             name="bm3d",
             params="bm3d 4.0.3 bm3d_rgb, σ̂ estimated (wavelet MAD)",
             restore=denoise_bm3d,
+        ),
+        Classical(
+            name="bm3d-sigma",
+            params="bm3d 4.0.3 bm3d_rgb, true σ given (σ/255 of the setting)",
+            restore=denoise_bm3d_sigma,
+            needs_sigma=True,
         ),
     ),
     "sr": (

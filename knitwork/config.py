@@ -23,7 +23,7 @@ PixelLoss = Literal["l1", "mse"]
 Ramp = Literal["none", "sigmoid"]
 Schedule = Literal["joint", "alternate"]
 Precision = Literal["fp32", "bf16", "auto"]
-EarlyStop = Literal["none", "noise"]
+EarlyStop = Literal["none", "noise", "holdout"]
 LrDecay = Literal["none", "cosine"]
 
 
@@ -66,9 +66,11 @@ def _check_value(name: str, kind: Any, value: Any) -> Any:
             raise ValueError(f"{name} must be text (str); got {value!r}")
         return value
     if typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0]
+        what = "numbers" if item is float else "whole numbers"
         if not isinstance(value, tuple | list):
-            raise ValueError(f"{name} must be a list of whole numbers; got {value!r}")
-        return tuple(_number(f"{name}[{i}]", int, v) for i, v in enumerate(value))
+            raise ValueError(f"{name} must be a list of {what}; got {value!r}")
+        return tuple(_number(f"{name}[{i}]", item, v) for i, v in enumerate(value))
     return value
 
 
@@ -110,6 +112,17 @@ class EncodingConfig(_Checked):
 
     features: int = 256  # random Fourier frequencies; the MLP input has 2 × features values
     scale: float = 10.0  # std of the Gaussian frequency matrix B (authors: 10)
+    # what ``scale`` counts: "image" (cycles across the image, the paper's; the same scale
+    # is smoother on a larger image) or "pixel" (cycles per pixel of the longest side, so a
+    # preset behaves the same at 64 px and at 481 px)
+    unit: Literal["image", "pixel"] = "image"
+    # > 1: each frequency row's std is drawn log-uniformly in [scale / spread, scale · spread]
+    # (several bands at once, for images that mix smooth areas and texture); 1: all at scale
+    spread: float = 1.0
+    # held-out selection (needs optim.early_stop: holdout): one fit per scale listed here,
+    # packed, and the result is the one whose held-out pixels end with the lowest error
+    # (``knitwork.packs.fit_selected``); empty: one fit at ``scale``
+    choices: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,6 +149,10 @@ class ModelConfig(_Checked):
     reconstructor_depth: int = 8  # linear layers of the reconstructor (authors: 8)
     reconstructor_residual: bool = False  # add the net's output to the centre element's logit,
     # last layer zero-initialised: starts as "take the centre pixel" and learns corrections
+    # rendering: False draws the reconstructor's colour; True draws each pixel as the mean of
+    # the finest-scale predictions of every P×P patch that covers it (its own and its
+    # neighbours': the aggregation of patch-based denoisers; the reconstructor is then unused)
+    aggregate: bool = False
     discriminator_hidden: tuple[int, ...] = (256, 256, 128, 64, 32, 16)  # LeakyReLU(0.2) layers
     kernel_layers: tuple[int, ...] = (7, 5, 3, 1, 1, 1)  # SR learned kernel: conv sizes (KernelGAN)
     kernel_width: int = 64  # SR learned kernel: channels of the deep linear conv stack
@@ -169,6 +186,10 @@ class OptimConfig(_Checked):
     # lr · lr_floor over the steps (``lr_at``)
     lr_decay: LrDecay = "none"
     lr_floor: float = 0.1
+    # exponential moving average of the generator's weights (patch MLP, reconstructor) with
+    # this decay per step, warmed up as min(ema, (1 + t) / (10 + t)); the result is drawn with
+    # the averaged weights (Polyak averaging; Deep Image Prior averages its outputs). 0: off
+    ema: float = 0.0
     schedule: Schedule = "joint"  # "joint": D then G every step; "alternate": D even, G odd
     # "fp32"; "bf16" (the patch MLP under autocast); "auto": bf16 where the device multiplies
     # it fast (CUDA with bf16, CPUs with AVX-512 BF16 or AMX), else fp32
@@ -176,8 +197,13 @@ class OptimConfig(_Checked):
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
     log_every: int = 10  # steps between history entries and on_step calls
     # "noise" (denoising): stop once the output is no closer to the noisy input than the noise
-    # level estimated from it (the discrepancy principle); "none": run every step
+    # level estimated from it (the discrepancy principle); "holdout" (denoising): leave a
+    # random ``holdout`` fraction of the pixels out of every loss and stop once their error
+    # has not improved for ``patience`` steps (self-validation; σ need not be known);
+    # "none": run every step
     early_stop: EarlyStop = "none"
+    holdout: float = 0.1  # early_stop "holdout": fraction of pixels held out
+    patience: int = 100  # early_stop "holdout": steps without a new best held-out error
     # peak memory a fit may use: a size (4G, 512M) or "auto" (80 % of what is free when it
     # starts); full-grid steps when they fit, else sampled crops (knitwork.memory)
     max_memory: str = "auto"
@@ -187,6 +213,12 @@ class OptimConfig(_Checked):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_device(self.device)
+        if not 0 < self.holdout < 1:
+            raise ValueError(f"optim.holdout must be in (0, 1); got {self.holdout}")
+        if self.patience < 1:
+            raise ValueError(f"optim.patience must be ≥ 1; got {self.patience}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"optim.ema must be in [0, 1) (0: off); got {self.ema}")
         if not 0 <= self.lr_floor <= 1:
             raise ValueError(f"optim.lr_floor must be in [0, 1]; got {self.lr_floor}")
 
@@ -253,6 +285,16 @@ def validate(config: Config) -> None:
         raise ValueError(f"model.patches.scales must not repeat; got {p.scales}")
     if m.method == "mlp" and (p.size != 1 or len(p.scales) != 1 or m.reconstructor != "none"):
         raise ValueError("model.method 'mlp' needs 1×1 patches at one scale and no reconstructor")
+    if m.encoding.scale <= 0 or m.encoding.spread < 1:
+        raise ValueError(
+            "model.encoding.scale must be > 0 and model.encoding.spread ≥ 1; got "
+            f"{m.encoding.scale} and {m.encoding.spread}"
+        )
+    if m.encoding.choices and (o.early_stop != "holdout" or min(m.encoding.choices) <= 0):
+        raise ValueError(
+            "model.encoding.choices needs optim.early_stop: holdout (the held-out pixels choose) "
+            f"and scales > 0; got {m.encoding.choices} with early_stop {o.early_stop}"
+        )
     if m.encoding.features < 1 or m.hidden < 1 or m.layers < 2:
         raise ValueError("model.encoding.features, model.hidden ≥ 1 and model.layers ≥ 2 needed")
     if m.reconstructor != "none" and m.reconstructor_depth < 1:
@@ -260,6 +302,10 @@ def validate(config: Config) -> None:
     for name in ("alpha", "beta", "gamma", "label_smoothing", "kernel_sum", "kernel_spread"):
         if getattr(lo, name) < 0:
             raise ValueError(f"loss.{name} must be ≥ 0; got {getattr(lo, name)}")
+    if lo.alpha_ramp == "sigmoid" and lo.alpha_ramp_width <= 0:
+        raise ValueError(
+            f"loss.alpha_ramp_width must be > 0 with the sigmoid ramp; got {lo.alpha_ramp_width}"
+        )
     if lo.label_smoothing >= 1:
         raise ValueError("loss.label_smoothing must be below 1")
     if lo.beta > 0 and m.reconstructor == "none":

@@ -33,6 +33,15 @@ def fit(
     the loss terms (and ``psnr`` against ``ground_truth`` when given). For inpainting,
     ``keep_known`` pastes the observed pixels into the result; ``FitResult.raw`` never does.
     """
+    if config.model.encoding.choices:  # held-out selection among Fourier scales
+        from knitwork.packs import fit_selected
+
+        result = fit_selected(
+            observation, config, seed=seed, ground_truth=ground_truth, keep_known=keep_known
+        )
+        for entry in result.history if on_step is not None else ():  # the chosen fit's record
+            on_step(int(entry["step"]), entry)
+        return result
     trainer = Trainer(observation, config, seed=seed, ground_truth=ground_truth)
     while not trainer.finished:
         entry = trainer.step()

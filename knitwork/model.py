@@ -17,7 +17,7 @@ from torch import nn
 
 from knitwork.config import ModelConfig
 from knitwork.kernels import LearnedDownsampler
-from knitwork.patches import centre_index, stack_width
+from knitwork.patches import add_finest_votes, centre_index, stack_width
 
 RENDER_CHUNK = 65536  # coordinates per forward pass when drawing an image
 
@@ -44,10 +44,14 @@ def pixel_grid(
 class FourierFeatures(nn.Module):
     """γ(v) = [sin(2π v Bᵀ), cos(2π v Bᵀ)] with B ~ N(0, scale²), drawn from a fixed seed."""
 
-    def __init__(self, features: int, scale: float, seed: int) -> None:
+    def __init__(self, features: int, scale: float, seed: int, spread: float = 1.0) -> None:
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
-        self.register_buffer("B", torch.randn(features, 2, generator=generator) * scale)
+        B = torch.randn(features, 2, generator=generator) * scale
+        if spread != 1.0:  # row stds log-uniform in [scale / spread, scale · spread]
+            u = torch.rand(features, 1, generator=generator)
+            B = B * spread ** (2 * u - 1)
+        self.register_buffer("B", B)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         projected = 2 * math.pi * coords @ self.B.T
@@ -133,12 +137,17 @@ class Knitwork(nn.Module):
         seed: int,
         discriminator: bool = True,
         kernel_scale: int | None = None,
+        extent: int = 1,
     ) -> None:
         super().__init__()
         self.config = config
         self.channels = channels
         self.seed = seed
-        self.encoding = FourierFeatures(config.encoding.features, config.encoding.scale, seed)
+        self.extent = extent  # pixels along the longest side, for ``encoding.unit: pixel``
+        scale = config.encoding.scale * (extent if config.encoding.unit == "pixel" else 1)
+        self.encoding = FourierFeatures(
+            config.encoding.features, scale, seed, config.encoding.spread
+        )
         self.patch_mlp = PatchMLP(config, channels)
         self.reconstructor = (
             None if config.reconstructor == "none" else Reconstructor(config, channels)
@@ -157,6 +166,7 @@ class Knitwork(nn.Module):
             "seed": self.seed,
             "discriminator": self.discriminator is not None,
             "kernel_scale": None if self.downsampler is None else self.downsampler.scale,
+            "extent": self.extent,
         }
 
     def generator_parameters(self) -> list[nn.Parameter]:
@@ -179,8 +189,18 @@ class Knitwork(nn.Module):
         """(H, W, C) image at any resolution, in chunks of ``chunk`` coordinates."""
         device = self.encoding.B.device
         coords = pixel_grid(height, width, device)
-        out = [self.pixels(self.patch_mlp(self.encoding(c))) for c in coords.split(chunk)]
-        return torch.cat(out).view(height, width, self.channels)
+        if not self.config.aggregate:
+            out = [self.pixels(self.patch_mlp(self.encoding(c))) for c in coords.split(chunk)]
+            return torch.cat(out).view(height, width, self.channels)
+        # each pixel: the mean of the finest-scale patches that cover it (``add_finest_votes``)
+        sums = torch.zeros(height * width, self.channels, device=device)
+        counts = torch.zeros(height * width, device=device)
+        for start in range(0, height * width, chunk):
+            part = coords[start : start + chunk]
+            index = torch.arange(start, start + len(part), device=device)
+            finest = self.patch_mlp(self.encoding(part))[:, :, 0]
+            add_finest_votes(finest, index, height, width, sums, counts)
+        return (sums / counts[:, None]).view(height, width, self.channels)
 
 
 def count_parameters(module: nn.Module | None) -> int:

@@ -17,6 +17,7 @@ stopped with; their slice is still computed until the pack ends.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import time
 
@@ -28,7 +29,7 @@ from torch.func import functional_call, vmap
 from knitwork.losses import Targets, discriminator_loss, generator_losses
 from knitwork.patches import centre_index
 from knitwork.result import FitResult
-from knitwork.trainer import NonFiniteLossError, Trainer, set_lr
+from knitwork.trainer import NonFiniteLossError, Trainer, ema_decay, set_lr, update_average
 
 PACKED_TARGETS = ("stacks", "stack_known", "colours", "pixel_known", "low_res", "low_res_weight")
 
@@ -78,13 +79,21 @@ def stack_targets(targets: list[Targets]) -> dict[str, torch.Tensor]:
     return {name: value for name, value in packed.items() if value is not None}
 
 
+def _but_scale(config):
+    """The config without its Fourier scale: fits that differ only there share a batch (each
+    image's features are its own), as held-out selection's candidates do."""
+    model = config.model
+    encoding = dataclasses.replace(model.encoding, scale=1.0)
+    return config.replace(model=dataclasses.replace(model, encoding=encoding))
+
+
 def _check_packable(trainers: list[Trainer]) -> None:
     if not trainers:
         raise ValueError("a pack needs at least one fit")
     first = trainers[0]
     for t in trainers[1:]:
         problem = None
-        if t.config != first.config:
+        if _but_scale(t.config) != _but_scale(first.config):
             problem = "configs differ"
         elif t.observation.task != first.observation.task:
             problem = "tasks differ"
@@ -132,6 +141,11 @@ class PackedTrainer:
             else None
         )
         self._stack_optimiser_state()
+        self.averaged = (  # ``optim.ema``: each image's averaged generator weights, stacked
+            {n: torch.stack([t.averaged[i] for t in trainers]) for i, n in enumerate(self.g_names)}
+            if first.averaged is not None
+            else None
+        )
         self.autocast = first.autocast
         self.kernel_priors = (
             _KernelPriors(self.template.downsampler) if self.template.downsampler else None
@@ -170,6 +184,9 @@ class PackedTrainer:
         solo = dict(trainer.model.named_parameters())
         for name, value in self.params.items():
             solo[name].copy_(value[k])
+        if self.averaged is not None:
+            for i, name in enumerate(self.g_names):
+                trainer.averaged[i].copy_(self.averaged[name][k])
         for packed, names, solos in self._pairs():
             target = solos[k]
             for name, param in zip(names, target.param_groups[0]["params"], strict=True):
@@ -312,6 +329,12 @@ class PackedTrainer:
         totals.sum().backward()
         set_lr(self.opt_g, self.config.optim.lr * self.config.optim.lr_factor(step))
         self.opt_g.step()
+        if self.averaged is not None:
+            names = self.g_names
+            decay = ema_decay(self.config.optim.ema, step)
+            update_average(
+                [self.averaged[n] for n in names], [self.params[n] for n in names], decay
+            )
         return terms, pixels.detach()
 
     def step(self) -> list[dict[str, float] | None]:

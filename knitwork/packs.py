@@ -72,6 +72,47 @@ class Packs:
                 unit.sync()
 
 
+def candidates(config: Config) -> list[Config]:
+    """Held-out selection's fits: ``config`` at each of ``model.encoding.choices``."""
+    model = config.model
+    return [
+        config.replace(
+            model=dataclasses.replace(
+                model, encoding=dataclasses.replace(model.encoding, scale=scale, choices=())
+            )
+        )
+        for scale in model.encoding.choices
+    ]
+
+
+def fit_selected(
+    observation: Observation,
+    config: Config,
+    *,
+    seed: int,
+    ground_truth: np.ndarray | None = None,
+    keep_known: bool = True,
+) -> FitResult:
+    """Held-out selection: one fit per scale of ``model.encoding.choices``, packed as one
+    batched model, each leaving the same pixels out (``optim.early_stop: holdout``); the
+    result is the fit whose held-out error reached the lowest value. Its ``seconds`` are
+    the whole selection's; ``choices`` holds every candidate's best held-out error."""
+    options = candidates(config)
+    share = [packed_config(c, len(options)) for c in options]
+    trainers = [Trainer(observation, c, seed=seed, ground_truth=ground_truth) for c in share]
+    packs = Packs(trainers, len(trainers))
+    while not packs.finished:
+        packs.step()
+    packs.sync()
+    best = min(trainers, key=lambda t: t.best_error)
+    result = best.result(keep_known)
+    result.config = options[trainers.index(best)]
+    result.seconds = sum(t.seconds for t in trainers)
+    scales = config.model.encoding.choices
+    result.choices = {s: t.best_error for s, t in zip(scales, trainers, strict=True)}
+    return result
+
+
 def fit_packed(
     observations: list[Observation],
     config: Config,
@@ -86,6 +127,11 @@ def fit_packed(
     Images that cannot share a batch (other sizes under full-grid steps, other kernels) are
     grouped with their own kind; results come back in input order."""
     truths = ground_truths or [None] * len(observations)
+    if config.model.encoding.choices:  # each image packs its own candidates
+        return [
+            fit_selected(obs, config, seed=seed, ground_truth=truth, keep_known=keep_known)
+            for obs, seed, truth in zip(observations, seeds, truths, strict=True)
+        ]
     if pack is None:
         pack = choose_pack(observations[0], config, seed=seeds[0], images=len(observations))
     share = packed_config(config, pack)

@@ -108,3 +108,28 @@ def describe(config: PatchConfig) -> str:
     """Short human-readable summary, e.g. ``3×3 at scales 1,2,4``."""
     scales = ",".join(str(s) for s in config.scales)
     return f"{config.size}×{config.size} at scale{'s' if len(config.scales) > 1 else ''} {scales}"
+
+
+def add_finest_votes(
+    finest: torch.Tensor,
+    index: torch.Tensor,
+    height: int,
+    width: int,
+    sums: torch.Tensor,
+    counts: torch.Tensor,
+) -> None:
+    """Aggregation: add the finest-scale patches ``finest`` (n, C, P, P), predicted at the pixels
+    ``index`` (n,) of an H×W grid (row-major), to the pixels they cover: element (ky, kx) of
+    pixel x's patch is a prediction of pixel x + (ky − m, kx − m). ``sums`` (H·W, C) and
+    ``counts`` (H·W,) accumulate in place; their ratio is the aggregated image. Every pixel is
+    covered by up to P² patches (its own and its neighbours'), as in patch-based denoisers."""
+    size = finest.shape[-1]
+    m = size // 2
+    rows, cols = index // width, index % width
+    for ky in range(size):
+        for kx in range(size):
+            y, x = rows + ky - m, cols + kx - m
+            inside = (y >= 0) & (y < height) & (x >= 0) & (x < width)
+            target = (y * width + x)[inside]
+            sums.index_add_(0, target, finest[inside, :, ky, kx].to(sums.dtype))
+            counts.index_add_(0, target, torch.ones_like(target, dtype=counts.dtype))

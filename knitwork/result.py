@@ -25,6 +25,9 @@ class FitResult:
     stopped_at: int | None = None  # the step an early stop ended the fit at, if it did
     crop: tuple[int, int] | None = None  # (height, width) of the sampled crops; None: full grid
     packed: int = 1  # images fitted together as one batched model; ``seconds`` is this one's share
+    # held-out selection (``model.encoding.choices``): each candidate scale's best held-out
+    # error; ``config`` is the chosen candidate's
+    choices: dict[float, float] | None = None
 
     @property
     def steps(self) -> int:

@@ -60,6 +60,27 @@ def _check_finite(step: int, terms: dict[str, torch.Tensor]) -> None:
         )
 
 
+def ema_decay(ema: float, step: int) -> float:
+    """The weight average's decay after ``step`` (0-based) generator updates: ``optim.ema``,
+    warmed up so that the first steps do not anchor the average at the initial weights."""
+    return min(ema, (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def update_average(averaged: list[torch.Tensor], params: list[torch.Tensor], decay: float) -> None:
+    for mean, value in zip(averaged, params, strict=True):
+        mean.lerp_(value.detach(), 1 - decay)
+
+
+def held_out(observation: Observation, config: Config, seed: int) -> np.ndarray | None:
+    """``optim.early_stop: holdout`` (denoising): the (H, W) bool mask of pixels left out of
+    every loss, a seeded ``optim.holdout`` fraction; None otherwise."""
+    if config.optim.early_stop != "holdout" or observation.task != "denoise":
+        return None
+    rng = np.random.default_rng([seed, 0x401D])
+    return rng.random(observation.known.shape) < config.optim.holdout
+
+
 def noise_floor(observation: Observation, config: Config) -> float | None:
     """The residual RMS at which a denoising fit stops (``optim.early_stop: noise``): the noise
     level estimated from the noisy image, which the clean image would sit at."""
@@ -85,6 +106,11 @@ class Trainer:
         seed: int = 0,
         ground_truth: np.ndarray | None = None,
     ) -> None:
+        if config.model.encoding.choices:
+            raise ValueError(
+                "model.encoding.choices (held-out selection) runs through knitwork.fit.fit or "
+                "knitwork.packs.fit_packed; a Trainer fits one scale: leave choices empty"
+            )
         self.observation, self.config, self.seed = observation, config, seed
         self.ground_truth = ground_truth
         self.device = resolve_device(config.optim.device)
@@ -101,8 +127,11 @@ class Trainer:
                 seed=seed,
                 discriminator=config.loss.gamma > 0,
                 kernel_scale=observation.scale if blind else None,
+                extent=max(observation.output_shape),
             )
         self.model.to(self.device)
+        self.held = held_out(observation, config, seed)
+        self.best_error, self.best_step = float("inf"), 0  # of the held-out pixels
         self.plan = self._plan()
         self.downsample = self._downsampler()
         if self.plan.crop is None:
@@ -111,7 +140,7 @@ class Trainer:
         else:  # each step draws its window (``_next_crop``) from a generator of its own
             self.crops = torch.Generator().manual_seed(seed)
             self.image = torch.from_numpy(observation.image).to(self.device).permute(2, 0, 1)
-            self.known = torch.from_numpy(observation.known).to(self.device)
+            self.known = torch.from_numpy(self._fitted().known).to(self.device)
         self.opt_g = torch.optim.Adam(self.model.generator_parameters(), lr=config.optim.lr)
         d = self.model.discriminator
         self.opt_d = torch.optim.Adam(d.parameters(), lr=config.optim.d_lr) if d else None
@@ -123,6 +152,11 @@ class Trainer:
             torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
         )
         self.floor = noise_floor(observation, config)
+        self.averaged = (  # ``optim.ema``: the generator's averaged weights
+            [p.detach().clone() for p in self.model.generator_parameters()]
+            if config.optim.ema > 0
+            else None
+        )
 
     def _plan(self) -> StepPlan:
         """Full-grid steps when they fit ``optim.max_memory``, else sampled crops (for
@@ -164,6 +198,9 @@ class Trainer:
         else:
             self.coords = pixel_grid(h, w, self.device, box)
             self.targets = crop_targets(self.image, self.known, box, patches)
+            if self.held is not None:  # the discriminator still sees every observed patch
+                every = torch.ones_like(self.known)
+                self.targets.real = crop_targets(self.image, every, box, patches).real
         self.features = self._encode()
 
     def _kernel_reach(self) -> int:
@@ -187,9 +224,15 @@ class Trainer:
         kernel = torch.from_numpy(obs.kernel).to(self.device)
         return lambda image: downsample(image, kernel, obs.scale)
 
+    def _fitted(self) -> Observation:
+        """The observation the losses see: without the held-out pixels (``held_out``)."""
+        if self.held is None:
+            return self.observation
+        return dataclasses.replace(self.observation, known=self.observation.known & ~self.held)
+
     def _targets(self) -> tuple[Targets, torch.Tensor]:
         """The targets, and the coordinates the field is fitted at."""
-        obs = self.observation
+        obs = self._fitted()
         if self.super_resolve:
             coords = pixel_grid(*obs.output_shape, self.device)
             return build_sr_targets(obs, self.model, self.device), coords
@@ -199,7 +242,21 @@ class Trainer:
             coords = lr_coordinates(h, w, obs.scale).to(self.device)
         else:
             coords = pixel_grid(h, w, self.device)
-        return build_targets(obs, self.model, self.device), coords
+        targets = build_targets(obs, self.model, self.device)
+        if self.held is not None:  # the discriminator still sees every observed patch
+            targets.real = build_targets(self.observation, self.model, self.device).real
+        return targets, coords
+
+    def _held_out_error(self, pixels: torch.Tensor | None) -> float | None:
+        """Mean squared error of this step's output on its held-out pixels (their noisy
+        values: the expected error is the true one plus σ², so its minimum is the true one's)."""
+        if self.held is None or pixels is None:
+            return None
+        held = ~self.targets.pixel_known
+        if not held.any():
+            return None
+        error = (pixels[held].clamp(0, 1) - self.targets.colours[held]).pow(2).mean()
+        return float(error)
 
     def _residual(self, pixels: torch.Tensor) -> float:
         """RMS distance of the output from the (noisy) observed pixels of this step."""
@@ -260,6 +317,9 @@ class Trainer:
         terms["total"].backward()
         set_lr(self.opt_g, self.config.optim.lr * self.config.optim.lr_factor(step))
         self.opt_g.step()
+        if self.averaged is not None:
+            decay = ema_decay(self.config.optim.ema, step)
+            update_average(self.averaged, self.model.generator_parameters(), decay)
         return terms, pixels.detach()
 
     def _iterate(self, step: int) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
@@ -302,9 +362,17 @@ class Trainer:
         done = self.steps_done
         if self.floor is not None and pixels is not None and self._residual(pixels) <= self.floor:
             self.stopped_at = done
+        error = self._held_out_error(pixels)
+        if error is not None:
+            if error < self.best_error:
+                self.best_error, self.best_step = error, done
+            elif done - self.best_step >= self.config.optim.patience:
+                self.stopped_at = done
         if done % self.config.optim.log_every != 0 and not self.finished:
             return None
         entry = {"step": float(done), **{k: float(v.detach()) for k, v in terms.items()}}
+        if error is not None:
+            entry["holdout"] = error
         h, w = self.observation.output_shape
         if self.ground_truth is not None and pixels is not None and len(pixels) == h * w:
             current = pixels.clamp(0, 1).view(h, w, -1).cpu().numpy()
@@ -318,17 +386,41 @@ class Trainer:
             image[obs.known] = obs.image[obs.known]
         return image
 
+    @contextmanager
+    def _drawing_weights(self):
+        """The generator's averaged weights in place while drawing (``optim.ema``)."""
+        if self.averaged is None:
+            yield
+            return
+        params = self.model.generator_parameters()
+        current = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p, mean in zip(params, self.averaged, strict=True):
+                p.copy_(mean)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, value in zip(params, current, strict=True):
+                    p.copy_(value)
+
     @torch.no_grad()
     def restored(self, keep_known: bool = True) -> np.ndarray:
         """The image as the fit would return it now, drawn where the model lives."""
         h, w = self.observation.output_shape
         self.model.eval()
-        image = self.model.render(h, w, self.plan.render_chunk).clamp(0, 1).cpu().numpy()
+        with self._drawing_weights():
+            image = self.model.render(h, w, self.plan.render_chunk).clamp(0, 1).cpu().numpy()
         self.model.train()
         return self._paste_known(image) if keep_known else image
 
     def result(self, keep_known: bool = True) -> FitResult:
-        """End the fit: the model moves to the CPU and draws the result there."""
+        """End the fit: the model moves to the CPU and draws the result there (with the
+        averaged weights under ``optim.ema``, which the returned model then holds)."""
+        if self.averaged is not None:
+            with torch.no_grad():
+                for p, mean in zip(self.model.generator_parameters(), self.averaged, strict=True):
+                    p.copy_(mean)
         model = self.model.cpu().eval()
         h, w = self.observation.output_shape
         raw = model.render(h, w, self.plan.render_chunk).clamp(0, 1).numpy()
@@ -360,6 +452,8 @@ class Trainer:
             "seconds": self.seconds,
             "history": list(self.history),
             "crops": None if self.plan.crop is None else self.crops.get_state(),
+            "averaged": None if self.averaged is None else [a.clone() for a in self.averaged],
+            "best": (self.best_error, self.best_step),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -373,3 +467,6 @@ class Trainer:
         self.seconds, self.history = float(state["seconds"]), list(state["history"])
         if self.plan.crop is not None and state.get("crops") is not None:
             self.crops.set_state(state["crops"])
+        self.best_error, self.best_step = state.get("best", (float("inf"), 0))
+        if self.averaged is not None and state.get("averaged") is not None:
+            self.averaged = [a.to(self.device) for a in state["averaged"]]

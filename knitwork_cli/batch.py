@@ -107,14 +107,23 @@ classical tools share one); every row is an MLflow child run of one bench run.
 suites and settings:
   inpaint  one square hole of 1, 2, 4 % of the pixels at a seeded position inside the image;
            methods knitwork, mlp, biharmonic (scikit-image), telea, navier-stokes (OpenCV)
-  denoise  white Gaussian noise σ 10, 20, 40 (0-255 scale); methods knitwork, mlp, nlm
-           (non-local means), bm3d — the classical ones estimate σ, as the networks do not know it
+  denoise  white Gaussian noise σ 10, 20, 40 (0-255 scale; --sigmas sets others); methods
+           knitwork, mlp, nlm (non-local means), bm3d — these estimate σ, as the networks do not
+           know it — and bm3d-sigma, BM3D told the true σ (as published CBM3D numbers are)
   sr       blind ×2 and ×4 from delta, round and diagonal Gaussian kernels; knitwork (learned
            kernel), mlp, bicubic
+
+Reduced protocols: --max-side downscales each clean image, then --centre-crop N keeps its
+central N×N (a side shorter than N is kept whole), before it is degraded; --every K takes
+only every K-th image of the sorted list (K=4 on CBSD68's 68: 17 images). The crop is part
+of each row's hash and recorded in the row; --max-side, --centre-crop and --every are
+recorded in the bench's MLflow run.
 
 OUTPUT/rows.jsonl keeps every row; a rerun skips rows already done with the same settings.
 Restored images: OUTPUT/SETTING/METHOD/IMAGE.png (and .../input/, .../truth/). --json FILE
 writes {"rows": [...]} with method, setting, image, psnr, ssim, psnr_hole, ssim_hole, seconds.
+The table printed at the end shows mean scores; for denoising also the Knitwork's PSNR minus
+each other method's per setting, with its paired standard error over images and its wins.
 docs/benchmarks/quality.md explains the protocol and shows the results beside the paper's.
 
 examples:
@@ -122,6 +131,8 @@ examples:
       --json set5-inpaint.json
   knitwork bench quality --suite sr --images s3://data/Set14 --preset paper-sr \\
       --address ray://head:10001 --gpus-per-task 0.5
+  knitwork bench quality --suite denoise --images ../shared/datasets/CBSD68 \\
+      --sigmas 15,25,50 --centre-crop 128 --every 4 --json cbsd68-denoise.json
 """
 
 
@@ -138,14 +149,43 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--images", required=True, help="clean images: folder or s3:// URI")
     q.add_argument("--output", help="rows.jsonl and restored images [out/bench/SUITE]")
     q.add_argument("--max-side", type=int, help="downscale images to this longest side first")
+    q.add_argument(
+        "--centre-crop",
+        type=int,
+        metavar="N",
+        help="then keep each image's central N×N (a shorter side whole) [whole image]",
+    )
+    q.add_argument(
+        "--every",
+        type=int,
+        default=1,
+        metavar="K",
+        help="only every K-th image of the sorted list, from the first [1: all]",
+    )
     add_config_options(q, seed_help="base seed of the degradations [0]", baseline=False)
     q.add_argument("--methods", help="comma-separated subset of the suite's methods [all]")
     q.add_argument("--settings", help="comma-separated subset of its settings, e.g. x2/delta [all]")
+    q.add_argument(
+        "--sigmas",
+        help="denoise: comma-separated noise levels (0-255), settings sigma=N [10,20,40]",
+    )
     q.add_argument("--json", help='write {"rows": [...]} to this file')
     add_cluster_options(q)
     add_tracking_options(q, experiment="knitwork-bench")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(run=run_bench_quality)
+
+
+def _sigmas(text: str | None) -> tuple[float, ...] | None:
+    """--sigmas as numbers (their range is checked by the bench)."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(s) for s in names(text) or ())
+    except ValueError:
+        raise ValueError(
+            f"--sigmas must be comma-separated numbers, e.g. 15,25,50; got {text!r}"
+        ) from None
 
 
 def run_bench_quality(args: argparse.Namespace) -> int:
@@ -164,6 +204,9 @@ def run_bench_quality(args: argparse.Namespace) -> int:
         seed=args.seed,
         methods=names(args.methods),
         settings=names(args.settings),
+        sigmas=_sigmas(args.sigmas),
+        centre_crop=args.centre_crop,
+        every=args.every,
         json_path=args.json,
         cluster=cluster_from(args),
         experiment=args.experiment,

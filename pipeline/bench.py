@@ -3,8 +3,10 @@ restored by the Knitwork, the MLP baseline and classical tools, as Ray tasks; on
 (method, setting, image), recorded in MLflow and in ``OUTPUT/rows.jsonl``.
 
 Protocol (docs/benchmarks/quality.md): inpainting one square hole of 1, 2, 4 % of the pixels at
-a seeded position fully inside the image; denoising σ 10, 20, 40 (0–255); blind SR ×2 and ×4
-with delta, round and diagonal Gaussian kernels. The seed of an image is the base seed plus a
+a seeded position fully inside the image; denoising σ 10, 20, 40 (0–255) unless other levels
+are asked for (``denoise_settings``); blind SR ×2 and ×4 with delta, round and diagonal
+Gaussian kernels. A reduced protocol may downscale each clean image (``max_side``) and then
+keep its centre (``centre_crop``) before degrading it. The seed of an image is the base seed plus a
 hash of its name (``image_seed``), the same for every method and setting. RGB PSNR/SSIM with
 data range 1, no border crop, on the whole image and on the hole.
 
@@ -55,15 +57,23 @@ def sr_kernel(kind: str, scale: int) -> str:
     return specs[kind]
 
 
+def denoise_settings(sigmas: tuple[float, ...]) -> tuple[Setting, ...]:
+    """White Gaussian noise of each std in ``sigmas`` (0–255 scale), named ``sigma=N``."""
+    bad = [s for s in sigmas if not (np.isfinite(s) and s > 0)]
+    if bad or not sigmas or len(set(sigmas)) < len(sigmas):
+        raise ValueError(f"--sigmas must be distinct numbers > 0, e.g. 15,25,50; got {sigmas}")
+    return tuple(
+        Setting(name=f"sigma={s:g}", degradation=Degradation(task="denoise", sigma=float(s)))
+        for s in sigmas
+    )
+
+
 SUITES: dict[str, tuple[Setting, ...]] = {
     "inpaint": tuple(
         Setting(name=f"fill={f:g}", degradation=Degradation(task="inpaint", fill_ratio=f))
         for f in (0.01, 0.02, 0.04)
     ),
-    "denoise": tuple(
-        Setting(name=f"sigma={s:g}", degradation=Degradation(task="denoise", sigma=float(s)))
-        for s in (10, 20, 40)
-    ),
+    "denoise": denoise_settings((10, 20, 40)),
     "sr": tuple(
         Setting(
             name=f"x{r}/{k}",
@@ -97,6 +107,7 @@ class BenchItem:
     threads: int | None = None
     write_inputs: bool = False  # also write the degraded input and the ground truth
     pack: int | None = 1  # fits packed per task (knitwork.packed); None: automatic
+    centre_crop: int | None = None  # then their central N×N (less where a side is shorter)
 
 
 @dataclass(kw_only=True)
@@ -126,6 +137,7 @@ def base_row(item: BenchItem, method: str) -> dict:
         "params": "",
         "seed": item.seed,
         "max_side": item.max_side,
+        "centre_crop": item.centre_crop,
         "config_hash": item.digests[method],
         "output": output_name(item.setting, method, item.image),
         "worker": f"{socket.gethostname()}:{os.getpid()}",
@@ -162,7 +174,7 @@ def _degrade(item: BenchItem):
     try:
         data = item.source.read(item.image)
         loaded = decode_image(data, item.source.join(item.image), item.max_pixels)
-        clean = reduce_to(loaded.pixels, item.max_side)
+        clean = centre_crop(reduce_to(loaded.pixels, item.max_side), item.centre_crop)
         return item.setting.degradation.apply(clean, item.seed)
     except StorageError as err:
         if not isinstance(err, NotFound):
@@ -170,6 +182,15 @@ def _degrade(item: BenchItem):
         return [failed_row(item, m, err) for m in item.methods]
     except Exception as err:  # a bad image fails its rows, never the bench
         return [failed_row(item, m, err) for m in item.methods]
+
+
+def centre_crop(pixels: np.ndarray, side: int | None) -> np.ndarray:
+    """The central side×side window (a shorter side kept whole); None: the whole image."""
+    if side is None:
+        return pixels
+    height, width = pixels.shape[:2]
+    top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
+    return np.ascontiguousarray(pixels[top : top + side, left : left + side])
 
 
 def _set_threads(item: BenchItem) -> None:
@@ -237,7 +258,8 @@ def _run_method(item: BenchItem, method: str, obs, truth, result=None) -> RowOut
             restored, extra, history = _neural(item, method, obs, truth, result)
         else:
             tool = classical(item.suite, method)
-            restored, extra, history = tool.restore(obs), {"params": tool.params}, []
+            sigma = item.setting.degradation.sigma / 255 if item.suite == "denoise" else None
+            restored, extra, history = tool.run(obs, sigma), {"params": tool.params}, []
         row |= extra | _scores(restored, truth, obs)
         row["seconds"] = round(time.perf_counter() - start, 3)
         if result is not None:  # its share of the packed fit
@@ -288,14 +310,19 @@ def digest(
     setting: Setting,
     seed: int,
     max_side: int | None,
+    centre_crop: int | None = None,
 ) -> str:
-    """The hash of everything that decides a row: method and its config, protocol, size."""
+    """The hash of everything that decides a row: method and its config, protocol, size (a
+    centre crop enters only when there is one, so rows without keep their old hashes)."""
     if method in NEURAL:
         what = (config if method == "knitwork" else as_baseline(config)).to_dict()
     else:
         what = classical(suite, method).params
     payload = {"method": method, "what": what, "setting": _setting_payload(setting), "seed": seed}
-    return config_hash(payload | {"max_side": max_side, "suite": suite})
+    payload |= {"max_side": max_side, "suite": suite}
+    if centre_crop is not None:
+        payload["centre_crop"] = centre_crop
+    return config_hash(payload)
 
 
 def _setting_payload(setting: Setting) -> dict:
@@ -326,7 +353,9 @@ def plan_items(
             seed = seeds[name]
             todo = []
             for method in methods:
-                h = digest(method, base.config, base.suite, setting, seed, base.max_side)
+                h = digest(
+                    method, base.config, base.suite, setting, seed, base.max_side, base.centre_crop
+                )
                 row = done.get((method, setting.name, name))
                 finished = row is not None and row["status"] == "ok" and row["config_hash"] == h
                 if not (finished and base.output.exists(row["output"])):

@@ -4,6 +4,7 @@ in MLflow and ``OUTPUT/rows.jsonl``, print the table, write ``{"rows": [...]}`` 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from dataclasses import dataclass, field, replace
@@ -16,6 +17,7 @@ from pipeline.bench import (
     BenchItem,
     RowOutcome,
     Setting,
+    denoise_settings,
     failed_row,
     methods_of,
     pack_items,
@@ -38,7 +40,9 @@ from pipeline.driver import (
     Progress,
     code_version,
     image_seed,
+    name_problem,
     refuse_nested,
+    shown,
 )
 from pipeline.storage import IMAGE_EXTENSIONS, StorageError, open_storage
 from pipeline.tracking import Tracker, flatten, metric_key, tracking_uri
@@ -57,6 +61,9 @@ class BenchOptions:
     seed: int = 0  # base seed of the degradations
     methods: tuple[str, ...] | None = None  # None: every method of the suite
     settings: tuple[str, ...] | None = None  # None: every setting of the suite
+    sigmas: tuple[float, ...] | None = None  # denoise: noise levels instead of 10, 20, 40
+    centre_crop: int | None = None  # after max_side, keep each image's central N×N
+    every: int = 1  # only every K-th image of the sorted list (a fixed subset)
     json_path: str | None = None
     cluster: ClusterOptions = field(default_factory=ClusterOptions)
     experiment: str | None = None
@@ -97,7 +104,12 @@ def _methods(options: BenchOptions) -> tuple[str, ...]:
 
 
 def _settings(options: BenchOptions) -> tuple[Setting, ...]:
-    known = {s.name: s for s in SUITES[options.suite]}
+    suite = SUITES[options.suite]
+    if options.sigmas is not None:
+        if options.suite != "denoise":
+            raise ValueError(f"--sigmas is for the denoise suite only, not {options.suite}")
+        suite = denoise_settings(options.sigmas)
+    known = {s.name: s for s in suite}
     chosen = options.settings or tuple(known)
     unknown = [s for s in chosen if s not in known]
     if unknown:
@@ -106,6 +118,12 @@ def _settings(options: BenchOptions) -> tuple[Setting, ...]:
             f"choose from {', '.join(known)}"
         )
     return tuple(known[s] for s in chosen)
+
+
+def _check_subset(options: BenchOptions) -> None:
+    for flag, value in (("--centre-crop", options.centre_crop), ("--every", options.every)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be a whole number ≥ 1; got {value}")
 
 
 def _read_rows(target) -> dict:
@@ -129,7 +147,8 @@ class _Recorder:
         for outcome in outcomes:
             row = outcome.row
             tags = {k: str(row[k]) for k in ("suite", "method", "setting", "image")}
-            params = tags | {k: str(row[k]) for k in ("seed", "max_side", "params", "config_hash")}
+            kept = ("seed", "max_side", "centre_crop", "params", "config_hash")
+            params = tags | {k: str(row.get(k)) for k in kept}
             metrics = {k: row[k] for k in SCORES if row.get(k) is not None}
             row["mlflow_run_id"] = self.tracker.log_child(
                 f"{row['method']} {row['setting']} {row['image']}",
@@ -150,13 +169,17 @@ def run_bench(options: BenchOptions) -> BenchSummary:
     """Run the suite's protocol on every image under ``options.images``."""
     start = time.perf_counter()
     methods, settings = _methods(options), _settings(options)
+    _check_subset(options)
     source = open_storage(options.images, options.s3_endpoint_url)
     target = open_storage(options.output, options.s3_endpoint_url)
     refuse_nested(source, target)
-    names = source.list_images()
+    names = source.list_images()[:: options.every]  # sorted, so a fixed subset
     if not names:
         raise StorageError(f"{source.uri}: no images found ({', '.join(IMAGE_EXTENSIONS)})")
     rows = _read_rows(target)
+    # a name that is not UTF-8 or would leave its folder fails alone, before any task
+    refused = {n: p for n in names if (p := name_problem(n, source, target)) is not None}
+    names = [n for n in names if n not in refused]
     seeds = {n: image_seed(options.seed, n) for n in names}
     tracker = Tracker(tracking_uri(), options.experiment or "knitwork-bench", options.track)
     summary = BenchSummary()
@@ -168,6 +191,8 @@ def run_bench(options: BenchOptions) -> BenchSummary:
             "output": target.uri,
             "preset": options.preset,
             "max_side": str(options.max_side),
+            "centre_crop": str(options.centre_crop),
+            "every": str(options.every),
             "seed": str(options.seed),
             "methods": ",".join(methods),
             "settings": ",".join(s.name for s in settings),
@@ -183,6 +208,7 @@ def run_bench(options: BenchOptions) -> BenchSummary:
             source=source,
             output=target,
             max_side=options.max_side,
+            centre_crop=options.centre_crop,
             config=task_config(ray, options.cluster, options.config, resources["num_gpus"]),
             max_pixels=options.max_pixels,
             threads=max(1, int(options.cluster.cpus_per_task)),
@@ -192,8 +218,10 @@ def run_bench(options: BenchOptions) -> BenchSummary:
         items = plan_items(base, names, methods, settings, seeds, rows)
         tasks = pack_items(items, per_task)
         desc = f"bench {options.suite}"
-        progress = Progress(len(tasks), options.progress, desc=desc, unit="task")
+        progress = Progress(len(tasks) + len(refused), options.progress, desc=desc, unit="task")
         recorder.progress = progress
+        for name, problem in refused.items():
+            _refuse(recorder, base, shown(name), problem, methods, settings)
         try:
             if tasks:
                 remote = ray.remote(run_task).options(**resources)
@@ -201,8 +229,10 @@ def run_bench(options: BenchOptions) -> BenchSummary:
                 submit_all(ray, remote, tasks, limit, recorder)
         finally:
             progress.close()
-    wanted = {(m, s.name, n) for m in methods for s in settings for n in names}
-    summary.rows = sorted((r for k, r in rows.items() if k in wanted), key=_order(options.suite))
+    shown_names = names + [shown(n) for n in refused]
+    wanted = {(m, s.name, n) for m in methods for s in settings for n in shown_names}
+    order = _order(options.suite, [s.name for s in settings])
+    summary.rows = sorted((r for k, r in rows.items() if k in wanted), key=order)
     summary.ran, summary.seconds = recorder.ran, time.perf_counter() - start
     target.write(ROWS_NAME, render_rows(rows.values()))
     tracker.finish(
@@ -213,15 +243,26 @@ def run_bench(options: BenchOptions) -> BenchSummary:
     return summary
 
 
-def _order(suite: str):
-    settings = [s.name for s in SUITES[suite]]
-    methods = methods_of(suite)
+def _refuse(recorder, base: BenchItem, name: str, problem: str, methods, settings) -> None:
+    """Failed rows (every method and setting) for an image whose name cannot be used."""
+    items = [
+        replace(base, image=name, setting=s, methods=methods, digests=dict.fromkeys(methods, ""))
+        for s in settings
+    ]
+    error = ValueError(problem)
+    recorder(items, [[failed_row(item, m, error) for m in methods] for item in items], None)
 
+
+def _order(suite: str, settings: list[str]):
     def key(row: dict):
-        rank = methods.index(row["method"]) if row["method"] in methods else len(methods)
-        return settings.index(row["setting"]), rank, row["image"]
+        return settings.index(row["setting"]), _rank(suite, row["method"]), row["image"]
 
     return key
+
+
+def _rank(suite: str, method: str) -> int:
+    methods = methods_of(suite)
+    return methods.index(method) if method in methods else len(methods)
 
 
 def write_json(path: str, rows: list[dict]) -> None:
@@ -254,21 +295,20 @@ def means_metrics(rows: list[dict]) -> dict[str, float]:
 
 
 def table(rows: list[dict], suite: str) -> str:
-    """Mean scores per setting and method; * marks each setting's best (hole PSNR for
-    inpainting, PSNR otherwise)."""
+    """Mean scores per setting and method, settings in the rows' order; * marks each
+    setting's best (hole PSNR for inpainting, PSNR otherwise). Denoising adds the Knitwork's
+    paired PSNR differences (``paired_table``)."""
     key = "psnr_hole" if suite == "inpaint" else "psnr"
     stats = means(rows)
     lines = [
         f"{'setting':12s} {'method':14s} {'PSNR':>7s} {'SSIM':>6s} {'hole PSNR':>9s} "
         f"{'hole SSIM':>9s} {'s/img':>7s} {'n':>3s}"
     ]
-    for setting in [s.name for s in SUITES[suite]]:
+    for setting in dict.fromkeys(r["setting"] for r in rows):
         here = {m: v for (s, m), v in stats.items() if s == setting}
         scored = [v[key] for v in here.values() if v[key] is not None]
         best = max(scored) if scored else None
-        for method in sorted(
-            here, key=lambda m: _order(suite)({"setting": setting, "method": m, "image": ""})
-        ):
+        for method in sorted(here, key=lambda m: _rank(suite, m)):
             v = here[method]
             mark = "*" if best is not None and v[key] == best else " "
             lines.append(
@@ -277,7 +317,56 @@ def table(rows: list[dict], suite: str) -> str:
                 f"{_f(v['ssim_hole'], 9, 3)} {_f(v['seconds'], 7, 1)} {v['images']:3d}"
                 + (f"  ({v['failed']} failed)" if v["failed"] else "")
             )
-    return "\n".join(lines)
+    comparison = paired_table(rows, suite) if suite == "denoise" else ""
+    return "\n".join(lines + (["", comparison] if comparison else []))
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A − B over the images both have: mean, paired standard error, wins of A."""
+
+    mean: float
+    se: float | None  # std (n − 1) of the per-image differences / √n; None for one image
+    wins: int  # images where A is higher
+    n: int
+
+
+def paired(a: dict[str, float], b: dict[str, float]) -> Paired | None:
+    """``a`` − ``b`` (image → score) on their common images; None when they share none."""
+    diffs = [a[image] - b[image] for image in sorted(a.keys() & b.keys())]
+    if not diffs:
+        return None
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None
+    return Paired(statistics.fmean(diffs), se, sum(d > 0 for d in diffs), len(diffs))
+
+
+def paired_table(rows: list[dict], suite: str) -> str:
+    """Per setting, the Knitwork's PSNR minus each other method's, paired over the images
+    both restored: mean, paired SE, wins. Empty when there is no Knitwork row."""
+    psnr: dict[tuple[str, str], dict[str, float]] = {}
+    for r in rows:
+        if r["status"] == "ok" and r.get("psnr") is not None:
+            psnr.setdefault((r["setting"], r["method"]), {})[r["image"]] = r["psnr"]
+    lines = []
+    for setting in dict.fromkeys(r["setting"] for r in rows):
+        ours = psnr.get((setting, "knitwork"), {})
+        others = sorted(
+            {m for s, m in psnr if s == setting} - {"knitwork"}, key=lambda m: _rank(suite, m)
+        )
+        for method in others:
+            d = paired(ours, psnr[setting, method])
+            if d is not None:
+                wins = f"{d.wins}/{d.n}"
+                lines.append(f"{setting:12s} {method:14s} {d.mean:+7.2f} {_f(d.se, 6)} {wins:>7s}")
+    if not lines:
+        return ""
+    return "\n".join(
+        [
+            "knitwork PSNR − method's, paired over images (SE: std of differences / √n)",
+            f"{'setting':12s} {'method':14s} {'Δ dB':>7s} {'SE':>6s} {'wins':>7s}",
+            *lines,
+        ]
+    )
 
 
 def _f(value, width: int = 7, digits: int = 2) -> str:

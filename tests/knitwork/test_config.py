@@ -42,6 +42,13 @@ def test_yaml_values_of_a_looser_type_are_accepted(text, field, value):
         ("optim: {device: gpu}", r"optim\.device must be auto, cpu, cuda or cuda:N; got 'gpu'"),
         ("optim: {device: 'cuda:x'}", r"optim\.device must be auto, cpu, cuda or cuda:N"),
         ("model: {patches: {blur: 1}}", r"model\.patches\.blur must be true or false; got 1"),
+        ("model: {encoding: {scale: 0}}", r"model\.encoding\.scale must be > 0"),
+        ("model: {encoding: {scale: -2}}", r"model\.encoding\.scale must be > 0"),
+        ("model: {encoding: {unit: cm}}", r"model\.encoding\.unit must be one of image, pixel"),
+        ("loss: {alpha_ramp: sigmoid, alpha_ramp_width: 0}", r"loss\.alpha_ramp_width must be > 0"),
+        ("optim: {ema: 1}", r"optim\.ema must be in \[0, 1\)"),
+        ("optim: {holdout: 0}", r"optim\.holdout must be in \(0, 1\)"),
+        ("optim: {early_stop: late}", r"optim\.early_stop must be one of none, noise, holdout"),
     ],
 )
 def test_wrong_values_are_refused_naming_field_type_and_value(text, message, tmp_path):

@@ -59,6 +59,8 @@ def _packed(cases, config):
         ("inpaint", {"schedule": "alternate"}, {"fill_ratio": 0.05}),
         ("sr", {}, {"scale": 2}),  # blind: the learned kernels are packed too
         ("sr", {"crop_size": 16}, {"scale": 2}),  # LR windows: padded real sets
+        ("denoise", {"ema": 0.9, "early_stop": "holdout", "patience": 2}, {}),  # averaged, held out
+        ("denoise", {"ema": 0.9, "early_stop": "holdout", "crop_size": 16}, {}),
     ],
 )
 def test_each_packed_image_equals_its_solo_fit(task, optim, degradation):

@@ -1,0 +1,152 @@
+"""The denoising switches do what their config fields say: aggregation draws each pixel as the
+mean of the finest patches covering it, ``optim.ema`` draws with averaged weights (and resumes
+them), the held-out pixels never reach a loss and stop the fit when their error stops falling,
+and ``encoding.unit: pixel`` scales the frequencies with the image."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from knitwork.config import Config, EncodingConfig
+from knitwork.degradation import Degradation
+from knitwork.metrics import psnr
+from knitwork.model import Knitwork, pixel_grid
+from knitwork.presets import get_preset
+from knitwork.trainer import Trainer, held_out
+from tests.conftest import shrink
+
+
+def _denoise(steps: int = 6, **optim) -> Config:
+    config = shrink(get_preset("fast-denoise"), steps=steps)
+    return config.replace(optim=dataclasses.replace(config.optim, **optim))
+
+
+def _run(trainer: Trainer) -> Trainer:
+    while not trainer.finished:
+        trainer.step()
+    return trainer
+
+
+def test_aggregate_renders_the_mean_of_the_finest_patches_covering_each_pixel():
+    config = get_preset("fast-denoise").model
+    model = Knitwork(dataclasses.replace(config, aggregate=True), channels=3, seed=1).eval()
+    h, w = 7, 9
+    with torch.no_grad():
+        finest = model.patch_mlp(model.encoding(pixel_grid(h, w)))[:, :, 0]  # (N, C, P, P)
+        size = finest.shape[-1]
+        columns = finest.reshape(h * w, -1).T.unsqueeze(0)  # (1, C·P·P, N): F.fold's layout
+        sums = F.fold(columns, (h, w), kernel_size=size, padding=size // 2)
+        ones = F.fold(torch.ones_like(columns[:, : size * size]), (h, w), size, padding=size // 2)
+        expected = (sums / ones)[0].permute(1, 2, 0)
+        drawn = model.render(h, w, chunk=10)  # chunks that split rows
+    torch.testing.assert_close(drawn, expected)
+    plain = Knitwork(config, channels=3, seed=1).eval()
+    assert not torch.allclose(plain.render(h, w), drawn)  # the switch changes the picture
+
+
+def test_ema_draws_the_averaged_weights_and_resumes_them(tiny):
+    obs, _ = Degradation(task="denoise").apply(tiny, 0)
+    plain = _run(Trainer(obs, _denoise(steps=8), seed=2))
+    averaged = _run(Trainer(obs, _denoise(steps=8, ema=0.9), seed=2))
+    # the iterates are the same; only what is drawn differs
+    assert [h["total"] for h in plain.history] == [h["total"] for h in averaged.history]
+    weights = [p.detach().clone() for p in averaged.model.generator_parameters()]
+    image = averaged.restored()
+    assert not np.allclose(image, plain.restored())
+    for p, before in zip(averaged.model.generator_parameters(), weights, strict=True):
+        torch.testing.assert_close(p.detach(), before)  # drawing put the iterate back
+    result = averaged.result()
+    np.testing.assert_array_equal(result.image, image)
+    for p, mean in zip(result.model.generator_parameters(), averaged.averaged, strict=True):
+        torch.testing.assert_close(p.detach(), mean.cpu())
+    first = Trainer(obs, _denoise(steps=8, ema=0.9), seed=2)
+    for _ in range(4):
+        first.step()
+    resumed = Trainer(obs, _denoise(steps=8, ema=0.9), seed=5)
+    resumed.load_state_dict(first.state_dict())
+    np.testing.assert_array_equal(_run(resumed).restored(), image)
+
+
+def test_held_out_pixels_never_reach_a_loss(tiny):
+    obs, _ = Degradation(task="denoise").apply(tiny, 0)
+    config = _denoise(steps=5, early_stop="holdout", holdout=0.2, patience=1000)
+    held = held_out(obs, config, seed=4)
+    assert 0.1 < held.mean() < 0.3
+    changed = obs.image.copy()
+    changed[held] = 1 - changed[held]  # other noisy values where nothing is fitted
+    other = dataclasses.replace(obs, image=changed)
+    a, b = (_run(Trainer(o, config, seed=4)) for o in (obs, other))
+    no_gan = config.replace(loss=dataclasses.replace(config.loss, gamma=0.0))
+    c, d = (_run(Trainer(o, no_gan, seed=4)) for o in (obs, other))
+    # with the GAN off every loss ignores them (the discriminator alone sees every patch)
+    np.testing.assert_array_equal(c.restored(), d.restored())
+    assert not np.array_equal(a.restored(), b.restored())
+    assert all("holdout" in h for h in c.history)
+    assert c.history[-1]["holdout"] != d.history[-1]["holdout"]  # measured on the held pixels
+
+
+def test_holdout_stops_once_the_held_out_error_stops_falling(tiny):
+    obs, _ = Degradation(task="denoise", sigma=50).apply(tiny, 1)
+    config = _denoise(steps=400, early_stop="holdout", patience=15, log_every=5)
+    trainer = _run(Trainer(obs, config, seed=0))
+    assert trainer.stopped_at is not None and trainer.stopped_at < 400
+    assert trainer.stopped_at - trainer.best_step == 15
+    errors = [h["holdout"] for h in trainer.history]
+    assert min(errors) == trainer.best_error or trainer.best_error < min(errors)
+
+
+def test_pixel_unit_scales_the_frequencies_with_the_image():
+    model = get_preset("fast-denoise").model
+    pixel = dataclasses.replace(model, encoding=EncodingConfig(scale=0.05, unit="pixel"))
+    small = Knitwork(pixel, channels=3, seed=0, extent=64)
+    large = Knitwork(pixel, channels=3, seed=0, extent=128)
+    torch.testing.assert_close(large.encoding.B, 2 * small.encoding.B)
+    image = Knitwork(model, channels=3, seed=0, extent=128)
+    torch.testing.assert_close(image.encoding.B, Knitwork(model, channels=3, seed=0).encoding.B)
+
+
+def test_spread_draws_frequency_bands_around_the_scale():
+    model = get_preset("fast-denoise").model
+    one = Knitwork(model, channels=3, seed=0).encoding.B
+    spread = dataclasses.replace(model, encoding=EncodingConfig(scale=4.0, spread=3.0))
+    wide = Knitwork(spread, channels=3, seed=0).encoding.B
+    ratio = (wide / one)[:, 0]  # each row's own factor, the same for both coordinates
+    torch.testing.assert_close(ratio, (wide / one)[:, 1])
+    assert ratio.min() >= 1 / 3 - 1e-6 and ratio.max() <= 3 + 1e-6
+    assert ratio.min() < 0.5 and ratio.max() > 2  # the band is used, not just its centre
+
+
+def test_held_out_selection_keeps_the_scale_whose_held_out_error_is_lowest(tiny):
+    from knitwork.fit import fit
+
+    obs, truth = Degradation(task="denoise", sigma=30).apply(tiny, 2)
+    config = _denoise(steps=40, early_stop="holdout", patience=1000)
+    model = config.model
+    choosing = config.replace(
+        model=dataclasses.replace(
+            model, encoding=dataclasses.replace(model.encoding, choices=(1.0, 16.0))
+        )
+    )
+    seen = []
+    result = fit(obs, choosing, seed=1, on_step=lambda step, entry: seen.append(step))
+    assert set(result.choices) == {1.0, 16.0}
+    chosen = min(result.choices, key=result.choices.get)
+    assert (
+        result.config.model.encoding.scale == chosen and result.config.model.encoding.choices == ()
+    )
+    assert seen == [int(h["step"]) for h in result.history]
+    solo = {}
+    for scale in (1.0, 16.0):
+        encoding = dataclasses.replace(model.encoding, scale=scale)
+        single = config.replace(model=dataclasses.replace(model, encoding=encoding))
+        trainer = _run(Trainer(obs, single, seed=1))
+        solo[scale] = trainer
+        assert abs(trainer.best_error - result.choices[scale]) < 1e-3 * trainer.best_error + 1e-6
+    # packed and solo differ by rounding only (bf16 on CPUs that have it): within 0.2 dB
+    assert abs(psnr(result.image, truth) - psnr(solo[chosen].result().image, truth)) < 0.2
+    with np.testing.assert_raises_regex(ValueError, "held-out selection"):
+        Trainer(obs, choosing, seed=1)
