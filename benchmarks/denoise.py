@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import json
 import math
+import re
 import statistics
 import sys
 import time
@@ -63,7 +64,7 @@ def with_fields(config: Config, spec: str) -> Config:
     """``config`` with ``field=value,...`` changed; a field is found by name in any section
     (``model.encoding.scale`` may be written ``scale``; a dotted path picks one explicitly)."""
     data = config.to_dict()
-    for item in filter(None, (s.strip() for s in spec.split(","))):
+    for item in filter(None, (s.strip() for s in re.split(r",(?![^\[]*\])", spec))):
         key, _, raw = item.partition("=")
         value = _parse(raw)
         if key == "method" and value == "mlp":
@@ -267,7 +268,7 @@ def header(runner: Runner, what: str) -> list[str]:
     names = ", ".join(p.stem for p in runner.paths)
     return [
         f"Command: `{command}`  ",
-        f"Machine: {describe()}; run {stamp}.  ",
+        f"Machine: {describe()}; finished {stamp}.  ",
         f"Protocol ({what}): {names} from `{args.images}`, downscaled to a longest side of "
         f"{args.longest} px and centre-cropped to {args.side} px (a **reduced protocol**), "
         f"seeded Gaussian noise (seed {args.seed}), base preset `{args.base}`, fit seed 0.",
@@ -279,7 +280,7 @@ def ablate(args: argparse.Namespace) -> None:
     runner = Runner(args)
     base = get_preset(args.base)
     chosen = variants(args.variants)
-    lines = header(runner, "ablation")
+    lines: list[str] = []
     for sigma in args.sigmas:
         rows: dict[str, list[dict]] = {}
         for path in runner.paths:
@@ -291,14 +292,13 @@ def ablate(args: argparse.Namespace) -> None:
         lines += [*summary(rows, args.reference or chosen[0][0], sigma), ""]
     lines += ["Variants (fields changed from the base preset):", ""]
     lines += [f"- **{name}**: `{spec or '(none)'}`" for name, spec in chosen]
-    section(args.section or "ablation", lines)
+    section(args.section or "ablation", [*header(runner, "ablation"), *lines])
 
 
 def ensemble(args: argparse.Namespace) -> None:
     runner = Runner(args)
     config = with_fields(get_preset(args.base), args.spec)
     lines = [
-        *header(runner, "ensembles"),
         f"Each image fitted {', '.join(map(str, args.members))} times with seeds 0…K−1 (weights "
         f"and Fourier draws differ), packed in one process, the K images averaged. Fields "
         f"changed from `{args.base}`: `{args.spec or '(none)'}`.",
@@ -315,7 +315,7 @@ def ensemble(args: argparse.Namespace) -> None:
                     runner.fit(name, config, path, sigma, args.side, k)
                 )
         lines += [*summary(rows, f"ensemble K={args.members[0]}", sigma), ""]
-    section(args.section or "ensemble", lines)
+    section(args.section or "ensemble", [*header(runner, "ensembles"), *lines])
 
 
 def sizes(args: argparse.Namespace) -> None:
@@ -323,7 +323,6 @@ def sizes(args: argparse.Namespace) -> None:
     base = get_preset(args.base)
     chosen = variants(args.variants)
     lines = [
-        *header(runner, f"sizes {', '.join(map(str, args.sides))} px"),
         "The same variants at each crop side (the --side above is ignored here).",
         "",
     ]
@@ -338,7 +337,8 @@ def sizes(args: argparse.Namespace) -> None:
                     rows.setdefault(name, []).append(row)
             lines += [f"**{side} px**", ""]
             lines += [*summary(rows, args.reference or chosen[0][0], sigma), ""]
-    section(args.section or "sizes", lines)
+    what = f"sizes {', '.join(map(str, args.sides))} px"
+    section(args.section or "sizes", [*header(runner, what), *lines])
 
 
 def main() -> None:
