@@ -29,7 +29,8 @@ from torch.func import functional_call, vmap
 from knitwork.losses import Targets, discriminator_loss, generator_losses
 from knitwork.patches import centre_index
 from knitwork.result import FitResult
-from knitwork.trainer import NonFiniteLossError, Trainer, ema_decay, set_lr, update_average
+from knitwork.stepping import NonFiniteLossError, ema_decay, set_lr, update_average
+from knitwork.trainer import Trainer
 
 PACKED_TARGETS = ("stacks", "stack_known", "colours", "pixel_known", "low_res", "low_res_weight")
 

@@ -21,72 +21,21 @@ from knitwork.device import fast_bf16, resolve_device
 from knitwork.kernels import downsample, lr_coordinates
 from knitwork.losses import Targets, discriminator_loss, generator_losses
 from knitwork.memory import StepPlan, budget_bytes, plan_steps
-from knitwork.metrics import estimate_noise, psnr
+from knitwork.metrics import psnr
 from knitwork.model import Knitwork, count_parameters, pixel_grid
 from knitwork.result import FitResult
+from knitwork.stepping import (  # noqa: F401 (callers import NonFiniteLossError from here)
+    NonFiniteLossError,
+    check_finite,
+    ema_decay,
+    frozen,
+    held_out,
+    noise_floor,
+    set_lr,
+    update_average,
+)
 from knitwork.targets import build_sr_targets, build_targets, crop_targets, sr_crop_targets
 from knitwork.tasks import Observation
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or infinite; the message names the step and the terms."""
-
-
-def set_lr(optimiser: torch.optim.Optimizer, lr: float) -> None:
-    """Set every parameter group's learning rate (the schedule is a function of the step)."""
-    for group in optimiser.param_groups:
-        group["lr"] = lr
-
-
-@contextmanager
-def _frozen(module: torch.nn.Module):
-    """Run ``module`` without recording gradients for its own weights (inputs still get them)."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield module
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-
-
-def _check_finite(step: int, terms: dict[str, torch.Tensor]) -> None:
-    if not torch.isfinite(terms["total"]):
-        values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
-        raise NonFiniteLossError(
-            f"loss became non-finite at step {step} ({values}): lower the learning rates "
-            "(optim.lr, optim.d_lr) or the loss weights"
-        )
-
-
-def ema_decay(ema: float, step: int) -> float:
-    """The weight average's decay after ``step`` (0-based) generator updates: ``optim.ema``,
-    warmed up so that the first steps do not anchor the average at the initial weights."""
-    return min(ema, (1 + step) / (10 + step))
-
-
-@torch.no_grad()
-def update_average(averaged: list[torch.Tensor], params: list[torch.Tensor], decay: float) -> None:
-    for mean, value in zip(averaged, params, strict=True):
-        mean.lerp_(value.detach(), 1 - decay)
-
-
-def held_out(observation: Observation, config: Config, seed: int) -> np.ndarray | None:
-    """``optim.early_stop: holdout`` (denoising): the (H, W) bool mask of pixels left out of
-    every loss, a seeded ``optim.holdout`` fraction; None otherwise."""
-    if config.optim.early_stop != "holdout" or observation.task != "denoise":
-        return None
-    rng = np.random.default_rng([seed, 0x401D])
-    return rng.random(observation.known.shape) < config.optim.holdout
-
-
-def noise_floor(observation: Observation, config: Config) -> float | None:
-    """The residual RMS at which a denoising fit stops (``optim.early_stop: noise``): the noise
-    level estimated from the noisy image, which the clean image would sit at."""
-    if config.optim.early_stop != "noise" or observation.task != "denoise":
-        return None
-    return estimate_noise(observation.image)
 
 
 class Trainer:
@@ -291,7 +240,7 @@ class Trainer:
         d = self.model.discriminator
         fake_logits = None
         if d is not None:  # D scores the fakes; its own weight gradients are not needed here
-            with _frozen(d):
+            with frozen(d):
                 fake_logits = d(field[self.targets.full])
         terms = generator_losses(
             field,
@@ -312,7 +261,7 @@ class Trainer:
                 + loss.kernel_sum * terms["kernel"]
                 + loss.kernel_spread * terms["kernel_spread"]
             )
-        _check_finite(step, terms)
+        check_finite(step, terms)
         self.opt_g.zero_grad(set_to_none=True)
         terms["total"].backward()
         set_lr(self.opt_g, self.config.optim.lr * self.config.optim.lr_factor(step))

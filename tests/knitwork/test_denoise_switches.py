@@ -16,7 +16,8 @@ from knitwork.degradation import Degradation
 from knitwork.metrics import psnr
 from knitwork.model import Knitwork, pixel_grid
 from knitwork.presets import get_preset
-from knitwork.trainer import Trainer, held_out
+from knitwork.stepping import held_out
+from knitwork.trainer import Trainer
 from tests.conftest import shrink
 
 
