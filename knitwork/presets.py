@@ -82,11 +82,26 @@ _FAST_INPAINT = Config(
     optim=OptimConfig(steps=500, lr=1e-3, d_lr=1e-3, log_every=10, precision="auto"),
 )
 
-# A lower Fourier scale is the denoiser's prior: it keeps the network from fitting the noise.
+# Tuned on the tuning set only (3-4 photos at 128 px, σ 25: docs/benchmarks/denoise.md). A low
+# Fourier scale is the denoiser's prior (4 cycles across 128 px, counted per pixel so that it
+# means the same at any size); the MSE pixel loss (the Gaussian noise's likelihood) gained
+# +1.1-1.3 dB (paired) over L1; the held-out pixels stop the fit where their error bottoms out
+# (the noise is fitted soon after: 100-900 steps in, depending on the image), so ``steps`` is
+# only a cap; the averaged weights gained +0.13 ± 0.09 dB.
 _FAST_DENOISE = Config(
-    model=dataclasses.replace(_FAST_MODEL, encoding=EncodingConfig(scale=4.0)),
-    loss=LossConfig(alpha=1.0, beta=1.0, gamma=1e-3, pixel="l1"),
-    optim=OptimConfig(steps=300, lr=1e-3, d_lr=1e-3, log_every=10, precision="auto"),
+    model=dataclasses.replace(_FAST_MODEL, encoding=EncodingConfig(scale=4 / 128, unit="pixel")),
+    loss=LossConfig(alpha=1.0, beta=1.0, gamma=1e-3, pixel="mse"),
+    optim=OptimConfig(
+        steps=1000,
+        lr=1e-3,
+        d_lr=1e-3,
+        log_every=10,
+        precision="auto",
+        early_stop="holdout",
+        holdout=0.1,
+        patience=50,
+        ema=0.95,
+    ),
 )
 
 # The authors' SR notebook: 3×3 patches at scales 1, 2, 4, consistency 1e-2 on a sum of 27

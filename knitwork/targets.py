@@ -5,6 +5,7 @@ sampled crop at a time.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from knitwork.config import PatchConfig
@@ -14,13 +15,25 @@ from knitwork.patches import describe, in_image, patch_stack
 from knitwork.tasks import Observation
 
 
-def build_targets(observation: Observation, model: Knitwork, device: torch.device) -> Targets:
-    """Observed stacks, colours and the discriminator's real set, computed once per fit."""
+def build_targets(
+    observation: Observation,
+    model: Knitwork,
+    device: torch.device,
+    held: np.ndarray | None = None,
+) -> Targets:
+    """Observed stacks, colours and the discriminator's real set, computed once per fit.
+    ``held`` (H, W): pixels left out of every loss (self-validation); the discriminator's
+    real set still takes its patches from every observed pixel."""
     patches = model.config.patches
     image = torch.from_numpy(observation.image).to(device).permute(2, 0, 1).contiguous()
     known = torch.from_numpy(observation.known).to(device)
     h, w = observation.known.shape
-    targets = crop_targets(image, known, (0, 0, h, w), patches)
+    box = (0, 0, h, w)
+    if held is None:
+        targets = crop_targets(image, known, box, patches)
+    else:
+        targets = crop_targets(image, known & ~torch.from_numpy(held).to(device), box, patches)
+        targets.real = crop_targets(image, known, box, patches).real
     if model.discriminator is not None and (len(targets.real) == 0 or not targets.full.any()):
         raise ValueError(
             f"no {describe(patches)} patch stack fits wholly inside the known part of this "

@@ -191,10 +191,7 @@ class Trainer:
             coords = lr_coordinates(h, w, obs.scale).to(self.device)
         else:
             coords = pixel_grid(h, w, self.device)
-        targets = build_targets(obs, self.model, self.device)
-        if self.held is not None:  # the discriminator still sees every observed patch
-            targets.real = build_targets(self.observation, self.model, self.device).real
-        return targets, coords
+        return build_targets(self.observation, self.model, self.device, self.held), coords
 
     def _held_out_error(self, pixels: torch.Tensor | None) -> float | None:
         """Mean squared error of this step's output on its held-out pixels (their noisy
@@ -390,8 +387,8 @@ class Trainer:
         )
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to go on: weights, both optimisers, step, stop, history, time, and
-        where the crop sampler is."""
+        """Everything needed to go on: weights (and their average), both optimisers, step, stop,
+        history, time, where the crop sampler is and which pixels are held out."""
         return {
             "model": self.model.state_dict(),
             "opt_g": self.opt_g.state_dict(),
@@ -403,11 +400,17 @@ class Trainer:
             "crops": None if self.plan.crop is None else self.crops.get_state(),
             "averaged": None if self.averaged is None else [a.clone() for a in self.averaged],
             "best": (self.best_error, self.best_step),
+            "held": None if self.held is None else torch.from_numpy(self.held.copy()),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
+        if self.held is not None and state.get("held") is not None:
+            self.held = state["held"].numpy().astype(bool)  # the fit's own, not this seed's
+            if self.plan.crop is not None:
+                self.known = torch.from_numpy(self._fitted().known).to(self.device)
         if self.plan.crop is None:  # crops encode their coordinates at each step
+            self.targets, self.coords = self._targets()  # the loaded held-out pixels
             self.features = self._encode()  # the loaded frequencies
         self.opt_g.load_state_dict(state["opt_g"])
         if self.opt_d is not None:

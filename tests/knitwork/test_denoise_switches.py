@@ -22,8 +22,15 @@ from tests.conftest import shrink
 
 
 def _denoise(steps: int = 6, **optim) -> Config:
+    """fast-denoise with every switch off but those named."""
     config = shrink(get_preset("fast-denoise"), steps=steps)
+    optim = {"early_stop": "none", "ema": 0.0} | optim
     return config.replace(optim=dataclasses.replace(config.optim, **optim))
+
+
+def _image_unit_model():
+    """fast-denoise's model with 4 cycles across the image, whatever its size."""
+    return dataclasses.replace(get_preset("fast-denoise").model, encoding=EncodingConfig(scale=4.0))
 
 
 def _run(trainer: Trainer) -> Trainer:
@@ -101,7 +108,7 @@ def test_holdout_stops_once_the_held_out_error_stops_falling(tiny):
 
 
 def test_pixel_unit_scales_the_frequencies_with_the_image():
-    model = get_preset("fast-denoise").model
+    model = _image_unit_model()
     pixel = dataclasses.replace(model, encoding=EncodingConfig(scale=0.05, unit="pixel"))
     small = Knitwork(pixel, channels=3, seed=0, extent=64)
     large = Knitwork(pixel, channels=3, seed=0, extent=128)
@@ -111,7 +118,7 @@ def test_pixel_unit_scales_the_frequencies_with_the_image():
 
 
 def test_spread_draws_frequency_bands_around_the_scale():
-    model = get_preset("fast-denoise").model
+    model = _image_unit_model()
     one = Knitwork(model, channels=3, seed=0).encoding.B
     spread = dataclasses.replace(model, encoding=EncodingConfig(scale=4.0, spread=3.0))
     wide = Knitwork(spread, channels=3, seed=0).encoding.B

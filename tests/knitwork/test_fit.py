@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from knitwork.checkpoint import load_model, render, save_model
-from knitwork.config import Config, LossConfig, OptimConfig, as_baseline
+from knitwork.config import Config, EncodingConfig, LossConfig, OptimConfig, as_baseline
 from knitwork.degradation import Degradation
 from knitwork.fit import fit
 from knitwork.metrics import estimate_noise, psnr
@@ -17,6 +17,12 @@ from knitwork.presets import PRESETS, get_preset
 from knitwork.tasks import naive_restoration
 from knitwork.trainer import NonFiniteLossError
 from tests.conftest import example_image, shrink
+
+# fast-denoise on a 32-px photo at σ 25 within its own budget. Measured 2026-11-30 (bf16):
+# 26.60 dB from a 20.97 dB input after 225 steps, where paper-denoise reached 20.56 dB in as
+# many steps; the margins leave about 1 dB for other CPUs and fp32.
+FAST_DENOISE_GAIN = 4.5  # dB over the noisy input
+FAST_OVER_PAPER = 5.0  # dB over paper-denoise run for the same number of steps
 
 
 def test_tiny_inpainting_fit_beats_the_mean_colour_on_the_hole(tiny):
@@ -33,16 +39,24 @@ def test_tiny_inpainting_fit_beats_the_mean_colour_on_the_hole(tiny):
 
 def test_tiny_denoising_fit_beats_the_noisy_input(tiny):
     obs = Degradation(task="denoise", sigma=25).apply(tiny, 3)[0]
-    # a coordinate MLP fits the noise in the end: a tiny image wants an early stop
-    result = fit(obs, get_preset("fast-denoise").with_steps(100), seed=0)
+    # a coordinate MLP fits the noise in the end: the preset's held-out pixels stop it first
+    result = fit(obs, get_preset("fast-denoise"), seed=0)
     reference = psnr(obs.image, tiny)
     restored = psnr(result.image, tiny)
-    assert restored > reference + 0.5, (restored, reference)
+    assert result.stopped_at is not None
+    assert restored > reference + 1.0, (restored, reference)  # measured: +1.6 dB
 
 
 def test_noise_early_stop_ends_the_fit_at_the_noise_level(tiny):
     obs = Degradation(task="denoise", sigma=40).apply(tiny, 3)[0]
+    # fast-denoise's earlier recipe (L1, 4 cycles across the image), which fits the noise of a
+    # 32-px image within 400 steps; the preset's own smoother prior does not get there
     base = get_preset("fast-denoise").with_steps(400)
+    base = base.replace(
+        model=dataclasses.replace(base.model, encoding=EncodingConfig(scale=4.0)),
+        loss=dataclasses.replace(base.loss, pixel="l1"),
+        optim=dataclasses.replace(base.optim, early_stop="none", ema=0.0),
+    )
     stopping = base.replace(optim=dataclasses.replace(base.optim, early_stop="noise"))
     stopped, full = fit(obs, stopping, seed=0), fit(obs, base, seed=0)
     assert full.stopped_at is None and full.steps == 400
@@ -53,6 +67,17 @@ def test_noise_early_stop_ends_the_fit_at_the_noise_level(tiny):
     assert residual == pytest.approx(estimate_noise(obs.image), rel=0.15)
     # and a tiny image fitted for the whole budget has fitted the noise instead
     assert psnr(stopped.image, tiny) > psnr(full.image, tiny) + 1
+
+
+def test_fast_denoise_beats_the_noisy_input_and_the_paper_recipe_on_a_small_budget():
+    clean = example_image("head", 32)
+    obs = Degradation(task="denoise", sigma=25).apply(clean, 5)[0]
+    fast = fit(obs, get_preset("fast-denoise").with_device("cpu"), seed=0)
+    assert fast.stopped_at is not None  # the held-out pixels ended it, within its budget
+    paper = fit(obs, get_preset("paper-denoise").with_steps(fast.steps).with_device("cpu"), seed=0)
+    noisy, ours, theirs = psnr(obs.image, clean), psnr(fast.image, clean), psnr(paper.image, clean)
+    assert ours > noisy + FAST_DENOISE_GAIN, (ours, noisy)
+    assert ours > theirs + FAST_OVER_PAPER, (ours, theirs)
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -135,7 +135,8 @@ def test_presets_show_gives_a_file_fit_accepts(clean_png, tmp_path):
     shown = run("presets", "show", "fast-denoise")
     assert shown.returncode == 0 and "encoding:" in shown.stdout
     preset = tmp_path / "mine.yaml"
-    preset.write_text(shown.stdout.replace("steps: 300", "steps: 2"))
+    assert "steps: 1000" in shown.stdout
+    preset.write_text(shown.stdout.replace("steps: 1000", "steps: 2"))
     result = run(
         "fit",
         clean_png,
