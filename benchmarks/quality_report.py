@@ -209,14 +209,20 @@ def picture(out: Path, docs: Path, suite: str, rows: list[dict]) -> str | None:
         for m in shown
     }
     names = [m if scores.get(m) is None else f"{m} {scores[m]:.1f} dB" for m in shown]
-    gap = np.ones((3 * h + 14, 6, 3), dtype=np.float32)
+    sheet = contact_sheet(panels, names, crops, "crop")
+    name = f"quality-{suite}.png"
+    save_image(docs / "images" / name, sheet)
+    return f"![{dataset} {image} at {setting}: {', '.join(shown)}; crops below](../images/{name})"
+
+
+def contact_sheet(panels, names, crops, crop_name: str) -> np.ndarray:
+    """Two rows of equally sized labelled panels, 6-px white gaps: the pictures, their crops."""
+    gap = np.ones((panels[0].shape[0] + 14, 6, 3), dtype=np.float32)
     row1 = [_label(p, n) for p, n in zip(panels, names, strict=True)]
-    row2 = [_label(c, "crop") for c in crops]
+    row2 = [_label(c, crop_name) for c in crops]
     lines = [np.concatenate([y for x in r for y in (x, gap)][:-1], axis=1) for r in (row1, row2)]
     sheet = np.concatenate([lines[0], np.ones((6, lines[0].shape[1], 3)), lines[1]], axis=0)
-    name = f"quality-{suite}.png"
-    save_image(docs / "images" / name, sheet.astype(np.float32))
-    return f"![{dataset} {image} at {setting}: {', '.join(shown)}; crops below](../images/{name})"
+    return sheet.astype(np.float32)
 
 
 def _crop_box(rows, suite, setting, image, h, w) -> tuple[int, int, int, int]:

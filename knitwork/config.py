@@ -204,6 +204,9 @@ class OptimConfig(_Checked):
     early_stop: EarlyStop = "none"
     holdout: float = 0.1  # early_stop "holdout": fraction of pixels held out
     patience: int = 100  # early_stop "holdout": steps without a new best held-out error
+    # early_stop "holdout": draw the result with the weights (averaged, under ``ema``) of the
+    # step whose held-out error was lowest, not those it stopped with ``patience`` steps later
+    keep_best: bool = False
     # peak memory a fit may use: a size (4G, 512M) or "auto" (80 % of what is free when it
     # starts); full-grid steps when they fit, else sampled crops (knitwork.memory)
     max_memory: str = "auto"
@@ -289,6 +292,11 @@ def validate(config: Config) -> None:
         raise ValueError(
             "model.encoding.scale must be > 0 and model.encoding.spread ≥ 1; got "
             f"{m.encoding.scale} and {m.encoding.spread}"
+        )
+    if o.keep_best and o.early_stop != "holdout":
+        raise ValueError(
+            "optim.keep_best needs optim.early_stop: holdout (the held-out pixels say which step "
+            f"was best); got early_stop {o.early_stop}"
         )
     if m.encoding.choices and (o.early_stop != "holdout" or min(m.encoding.choices) <= 0):
         raise ValueError(

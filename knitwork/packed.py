@@ -367,6 +367,9 @@ class PackedTrainer:
             trainer = self.trainers[k]
             mine = {name: value[k] for name, value in terms.items()}
             entries[k] = trainer.advance(mine, None if pixels is None else pixels[k])
+            if trainer.improved:  # ``optim.keep_best``: this image's slice of the pack
+                weights = self.averaged if self.averaged is not None else self.params
+                trainer.keep(weights[n][k] for n in self.g_names)
             trainer.seconds += seconds / len(active)
             if trainer.finished:  # keep the weights it stopped with
                 self._sync_one(k)

@@ -1,6 +1,7 @@
 """What one step needs beside the Trainer's state, shared with packed fits: learning rates, a
-frozen discriminator, the finite-loss check, the weight average (``optim.ema``) and the
-denoising stop rules (``optim.early_stop``)."""
+frozen discriminator, the finite-loss check, the weight average (``optim.ema``), the weights
+kept or swapped in for drawing (``optim.keep_best``) and the denoising stop rules
+(``optim.early_stop``)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,34 @@ def ema_decay(ema: float, step: int) -> float:
 def update_average(averaged: list[torch.Tensor], params: list[torch.Tensor], decay: float) -> None:
     for mean, value in zip(averaged, params, strict=True):
         mean.lerp_(value.detach(), 1 - decay)
+
+
+@torch.no_grad()
+def kept_copy(kept: list[torch.Tensor] | None, weights) -> list[torch.Tensor]:
+    """``kept`` overwritten with ``weights`` (a fresh copy when there is none yet)."""
+    if kept is None:
+        return [w.detach().clone() for w in weights]
+    for k, w in zip(kept, weights, strict=True):
+        k.copy_(w)
+    return kept
+
+
+@contextmanager
+def weights_in_place(params: list[torch.Tensor], values: list[torch.Tensor] | None):
+    """``values`` copied into ``params`` for the duration (nothing when None), then put back."""
+    if values is None:
+        yield
+        return
+    current = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, value in zip(params, values, strict=True):
+            p.copy_(value)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, value in zip(params, current, strict=True):
+                p.copy_(value)
 
 
 def held_out(observation: Observation, config: Config, seed: int) -> np.ndarray | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -30,9 +30,11 @@ from knitwork.stepping import (  # noqa: F401 (callers import NonFiniteLossError
     ema_decay,
     frozen,
     held_out,
+    kept_copy,
     noise_floor,
     set_lr,
     update_average,
+    weights_in_place,
 )
 from knitwork.targets import build_sr_targets, build_targets, crop_targets, sr_crop_targets
 from knitwork.tasks import Observation
@@ -106,6 +108,7 @@ class Trainer:
             if config.optim.ema > 0
             else None
         )
+        self.kept: list[torch.Tensor] | None = None  # ``optim.keep_best``: the best step's weights
 
     def _plan(self) -> StepPlan:
         """Full-grid steps when they fit ``optim.max_memory``, else sampled crops (for
@@ -295,8 +298,21 @@ class Trainer:
             self._next_crop()
         terms, pixels = self._iterate(self.steps_done)
         entry = self.advance(terms, pixels)
+        if self.improved:
+            self.keep(
+                self.averaged if self.averaged is not None else self.model.generator_parameters()
+            )
         self.seconds += time.perf_counter() - start
         return entry
+
+    @property
+    def improved(self) -> bool:
+        """``optim.keep_best``: the step just counted reached a new best held-out error."""
+        return self.config.optim.keep_best and self.best_step == self.steps_done > 0
+
+    def keep(self, weights) -> None:
+        """Hold a copy of these generator weights as the ones the result is drawn with."""
+        self.kept = kept_copy(self.kept, weights)
 
     def advance(
         self, terms: dict[str, torch.Tensor], pixels: torch.Tensor | None
@@ -332,40 +348,28 @@ class Trainer:
             image[obs.known] = obs.image[obs.known]
         return image
 
-    @contextmanager
-    def _drawing_weights(self):
-        """The generator's averaged weights in place while drawing (``optim.ema``)."""
-        if self.averaged is None:
-            yield
-            return
-        params = self.model.generator_parameters()
-        current = [p.detach().clone() for p in params]
-        with torch.no_grad():
-            for p, mean in zip(params, self.averaged, strict=True):
-                p.copy_(mean)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for p, value in zip(params, current, strict=True):
-                    p.copy_(value)
+    @property
+    def drawn(self) -> list[torch.Tensor] | None:
+        """The generator weights the image is drawn with when they are not the current ones:
+        the best step's (``optim.keep_best``), else the averaged ones (``optim.ema``)."""
+        return self.kept if self.kept is not None else self.averaged
 
     @torch.no_grad()
     def restored(self, keep_known: bool = True) -> np.ndarray:
         """The image as the fit would return it now, drawn where the model lives."""
         h, w = self.observation.output_shape
         self.model.eval()
-        with self._drawing_weights():
+        with weights_in_place(self.model.generator_parameters(), self.drawn):
             image = self.model.render(h, w, self.plan.render_chunk).clamp(0, 1).cpu().numpy()
         self.model.train()
         return self._paste_known(image) if keep_known else image
 
     def result(self, keep_known: bool = True) -> FitResult:
         """End the fit: the model moves to the CPU and draws the result there (with the
-        averaged weights under ``optim.ema``, which the returned model then holds)."""
-        if self.averaged is not None:
+        weights of ``drawn`` when there are any, which the returned model then holds)."""
+        if self.drawn is not None:
             with torch.no_grad():
-                for p, mean in zip(self.model.generator_parameters(), self.averaged, strict=True):
+                for p, mean in zip(self.model.generator_parameters(), self.drawn, strict=True):
                     p.copy_(mean)
         model = self.model.cpu().eval()
         h, w = self.observation.output_shape
@@ -387,8 +391,8 @@ class Trainer:
         )
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to go on: weights (and their average), both optimisers, step, stop,
-        history, time, where the crop sampler is and which pixels are held out."""
+        """Everything needed to go on: weights (their average, the best step's), both optimisers,
+        step, stop, history, time, where the crop sampler is and which pixels are held out."""
         return {
             "model": self.model.state_dict(),
             "opt_g": self.opt_g.state_dict(),
@@ -401,6 +405,7 @@ class Trainer:
             "averaged": None if self.averaged is None else [a.clone() for a in self.averaged],
             "best": (self.best_error, self.best_step),
             "held": None if self.held is None else torch.from_numpy(self.held.copy()),
+            "kept": None if self.kept is None else [k.clone() for k in self.kept],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -422,3 +427,5 @@ class Trainer:
         self.best_error, self.best_step = state.get("best", (float("inf"), 0))
         if self.averaged is not None and state.get("averaged") is not None:
             self.averaged = [a.to(self.device) for a in state["averaged"]]
+        if self.config.optim.keep_best and state.get("kept") is not None:
+            self.kept = [k.to(self.device) for k in state["kept"]]

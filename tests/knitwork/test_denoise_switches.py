@@ -16,9 +16,9 @@ from knitwork.degradation import Degradation
 from knitwork.metrics import psnr
 from knitwork.model import Knitwork, pixel_grid
 from knitwork.presets import get_preset
-from knitwork.stepping import held_out
+from knitwork.stepping import held_out, weights_in_place
 from knitwork.trainer import Trainer
-from tests.conftest import shrink
+from tests.conftest import example_image, shrink
 
 
 def _denoise(steps: int = 6, **optim) -> Config:
@@ -158,3 +158,48 @@ def test_held_out_selection_keeps_the_scale_whose_held_out_error_is_lowest(tiny)
     assert abs(psnr(result.image, truth) - psnr(solo[chosen].result().image, truth)) < 0.2
     with np.testing.assert_raises_regex(ValueError, "held-out selection"):
         Trainer(obs, choosing, seed=1)
+
+
+def test_keep_best_draws_the_weights_of_the_best_held_out_step(tiny):
+    obs, _ = Degradation(task="denoise", sigma=50).apply(tiny, 1)
+    config = _denoise(steps=400, early_stop="holdout", patience=20, ema=0.9, keep_best=True)
+    kept = _run(Trainer(obs, config, seed=0))
+    assert kept.stopped_at is not None and kept.stopped_at - kept.best_step == 20
+    # not the averaged weights it stopped with ...
+    with weights_in_place(kept.model.generator_parameters(), kept.averaged):
+        last = kept.model.eval().render(*tiny.shape[:2]).clamp(0, 1).numpy()
+    assert not np.array_equal(last, kept.restored())
+    # ... but those of the same fit run only to its best step
+    until = dataclasses.replace(config.optim, steps=kept.best_step, keep_best=False)
+    upto = _run(Trainer(obs, config.replace(optim=until), seed=0))
+    assert upto.steps_done == kept.best_step and upto.stopped_at is None
+    np.testing.assert_array_equal(kept.result().image, upto.result().image)
+    # resumed after its best step, it keeps that step's weights
+    first = Trainer(obs, config, seed=0)
+    while first.steps_done < kept.best_step + 5:
+        first.step()
+    resumed = Trainer(obs, config, seed=7)
+    resumed.load_state_dict(first.state_dict())
+    np.testing.assert_array_equal(_run(resumed).result().image, upto.result().image)
+
+
+def test_keep_best_in_a_pack_keeps_each_images_own_best_step():
+    from knitwork.packed import PackedTrainer
+
+    cases = [
+        Degradation(task="denoise", sigma=50).apply(example_image(name, 24), seed)
+        for seed, name in enumerate(("bird", "head"))
+    ]
+    config = _denoise(steps=300, early_stop="holdout", patience=30, ema=0.9, keep_best=True)
+    solo = [_run(Trainer(obs, config, seed=s)) for s, (obs, _) in enumerate(cases)]
+    pack = PackedTrainer([Trainer(obs, config, seed=s) for s, (obs, _) in enumerate(cases)])
+    while not pack.finished:
+        pack.step()
+    for (_, truth), a, b in zip(cases, solo, pack.trainers, strict=True):
+        assert b.kept is not None and abs(b.best_step - a.best_step) <= 5
+        assert abs(psnr(a.result().image, truth) - psnr(b.result().image, truth)) < 0.2
+
+
+def test_keep_best_needs_the_held_out_pixels():
+    with np.testing.assert_raises_regex(ValueError, "keep_best needs optim.early_stop: holdout"):
+        _denoise(keep_best=True)
