@@ -171,7 +171,7 @@ class Runner:
         """One image fitted by ``members`` seeds (packed), their images averaged."""
         key = _key(
             kind="fit",
-            config=config.to_dict(),
+            config=config.identity(),
             image=path.name,
             sigma=sigma,
             side=side,

@@ -51,7 +51,7 @@ def command(dataset: str, crop: int, every: int, preset: str) -> list[str]:
         "--json", f"docs/benchmarks/denoise/{dataset.lower()}.json", "--quiet",
     ]  # fmt: skip
     if every > 1:
-        cmd[6:6] = ["--every", str(every)]
+        cmd += ["--every", str(every)]
     return cmd
 
 

@@ -169,6 +169,9 @@ class LossConfig(_Checked):
     kernel_sum: float = 1.0  # SR, learned kernel: weight of the (Σk − 1)² penalty
     kernel_spread: float = 0.0  # SR, learned kernel: weight of Σ|k|·d²/R² (compactness)
     label_smoothing: float = 0.1  # one-sided: real patches get the label 1 − this (paper: 0.1)
+    # denoising: take the discriminator's real patches from the noisy image blurred by a
+    # Gaussian of this σ in pixels (pre-smoothed), not from the noisy image (0: as the paper)
+    real_blur: float = 0.0
     alpha_ramp: Ramp = "none"  # "none", or "sigmoid": α·sigmoid((step − mid) / width)
     alpha_ramp_mid: int = 1000  # step at which the sigmoid ramp reaches α/2 (authors: 1000)
     alpha_ramp_width: float = 100.0  # steps per unit of the sigmoid's argument
@@ -245,6 +248,12 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def identity(self) -> dict[str, Any]:
+        """``to_dict`` without the fields that hold their default value, at any depth: what
+        result hashes are taken on, so that a field added later, whose default keeps the old
+        behaviour, leaves every earlier hash (and every resumable result) as it was."""
+        return _changed(self.to_dict(), Config().to_dict())
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
         return _build(cls, data, "config")
@@ -276,6 +285,22 @@ def as_baseline(config: Config) -> Config:
     return config.replace(model=model, loss=loss)
 
 
+def _changed(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    changed = {}
+    for key, value in values.items():
+        default = defaults.get(key, _NO_DEFAULT)
+        if isinstance(value, dict) and isinstance(default, dict):
+            inner = _changed(value, default)
+            if inner:
+                changed[key] = inner
+        elif value != default:
+            changed[key] = value
+    return changed
+
+
+_NO_DEFAULT = object()
+
+
 def validate(config: Config) -> None:
     """Raise ValueError naming the field when a configuration cannot work."""
     m, lo, o = config.model, config.loss, config.optim
@@ -293,6 +318,8 @@ def validate(config: Config) -> None:
             "model.encoding.scale must be > 0 and model.encoding.spread ≥ 1; got "
             f"{m.encoding.scale} and {m.encoding.spread}"
         )
+    if config.loss.real_blur < 0:
+        raise ValueError(f"loss.real_blur must be ≥ 0 (0: off); got {config.loss.real_blur}")
     if o.keep_best and o.early_stop != "holdout":
         raise ValueError(
             "optim.keep_best needs optim.early_stop: holdout (the held-out pixels say which step "

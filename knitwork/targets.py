@@ -20,20 +20,22 @@ def build_targets(
     model: Knitwork,
     device: torch.device,
     held: np.ndarray | None = None,
+    real_image: torch.Tensor | None = None,
 ) -> Targets:
     """Observed stacks, colours and the discriminator's real set, computed once per fit.
     ``held`` (H, W): pixels left out of every loss (self-validation); the discriminator's
-    real set still takes its patches from every observed pixel."""
+    real set still takes its patches from every observed pixel, of ``real_image`` (C, H, W)
+    when given (a pre-smoothed image) rather than of the observed one."""
     patches = model.config.patches
     image = torch.from_numpy(observation.image).to(device).permute(2, 0, 1).contiguous()
     known = torch.from_numpy(observation.known).to(device)
     h, w = observation.known.shape
     box = (0, 0, h, w)
-    if held is None:
-        targets = crop_targets(image, known, box, patches)
-    else:
-        targets = crop_targets(image, known & ~torch.from_numpy(held).to(device), box, patches)
-        targets.real = crop_targets(image, known, box, patches).real
+    fitted = known if held is None else known & ~torch.from_numpy(held).to(device)
+    targets = crop_targets(image, fitted, box, patches)
+    if held is not None or real_image is not None:
+        source = image if real_image is None else real_image
+        targets.real = crop_targets(source, known, box, patches).real
     if model.discriminator is not None and (len(targets.real) == 0 or not targets.full.any()):
         raise ValueError(
             f"no {describe(patches)} patch stack fits wholly inside the known part of this "

@@ -18,7 +18,7 @@ import torch
 
 from knitwork.config import Config
 from knitwork.device import fast_bf16, resolve_device
-from knitwork.kernels import downsample, lr_coordinates
+from knitwork.kernels import downsample, gaussian_kernel, lr_coordinates
 from knitwork.losses import Targets, discriminator_loss, generator_losses
 from knitwork.memory import StepPlan, budget_bytes, plan_steps
 from knitwork.metrics import psnr
@@ -82,6 +82,7 @@ class Trainer:
             )
         self.model.to(self.device)
         self.held = held_out(observation, config, seed)
+        self.real_image = self._real_image()
         self.best_error, self.best_step = float("inf"), 0  # of the held-out pixels
         self.plan = self._plan()
         self.downsample = self._downsampler()
@@ -150,9 +151,10 @@ class Trainer:
         else:
             self.coords = pixel_grid(h, w, self.device, box)
             self.targets = crop_targets(self.image, self.known, box, patches)
-            if self.held is not None:  # the discriminator still sees every observed patch
+            if self.held is not None or self.real_image is not None:  # denoising: every pixel
+                source = self.image if self.real_image is None else self.real_image
                 every = torch.ones_like(self.known)
-                self.targets.real = crop_targets(self.image, every, box, patches).real
+                self.targets.real = crop_targets(source, every, box, patches).real
         self.features = self._encode()
 
     def _kernel_reach(self) -> int:
@@ -176,6 +178,15 @@ class Trainer:
         kernel = torch.from_numpy(obs.kernel).to(self.device)
         return lambda image: downsample(image, kernel, obs.scale)
 
+    def _real_image(self) -> torch.Tensor | None:
+        """``loss.real_blur`` (denoising): the pre-smoothed image (C, H, W) that the
+        discriminator's real patches come from."""
+        sigma = self.config.loss.real_blur
+        if sigma <= 0 or self.observation.task != "denoise":
+            return None
+        image = torch.from_numpy(self.observation.image).to(self.device).permute(2, 0, 1)
+        return downsample(image, torch.from_numpy(gaussian_kernel(sigma)).to(self.device), 1)
+
     def _fitted(self) -> Observation:
         """The observation the losses see: without the held-out pixels (``held_out``)."""
         if self.held is None:
@@ -194,7 +205,8 @@ class Trainer:
             coords = lr_coordinates(h, w, obs.scale).to(self.device)
         else:
             coords = pixel_grid(h, w, self.device)
-        return build_targets(self.observation, self.model, self.device, self.held), coords
+        every = self.observation  # the losses skip the held-out pixels, the real set does not
+        return build_targets(every, self.model, self.device, self.held, self.real_image), coords
 
     def _held_out_error(self, pixels: torch.Tensor | None) -> float | None:
         """Mean squared error of this step's output on its held-out pixels (their noisy

@@ -315,7 +315,7 @@ def digest(
     """The hash of everything that decides a row: method and its config, protocol, size (a
     centre crop enters only when there is one, so rows without keep their old hashes)."""
     if method in NEURAL:
-        what = (config if method == "knitwork" else as_baseline(config)).to_dict()
+        what = (config if method == "knitwork" else as_baseline(config)).identity()
     else:
         what = classical(suite, method).params
     payload = {"method": method, "what": what, "setting": _setting_payload(setting), "seed": seed}

@@ -118,7 +118,7 @@ def refuse_nested(source: Storage, target: Storage) -> None:
 def _hash_payload(options: RestoreOptions) -> dict:
     d = options.degradation
     return {
-        "config": options.config.to_dict(),
+        "config": options.config.identity(),
         "task": d.task,
         "seed": options.seed,
         "synthetic": options.synthetic,

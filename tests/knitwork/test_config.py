@@ -86,3 +86,20 @@ def test_cosine_learning_rate_decays_from_one_to_the_floor():
     assert OptimConfig(steps=101).lr_factor(100) == 1.0
     with pytest.raises(ValueError, match="lr_floor"):
         OptimConfig(lr_floor=1.5)
+
+
+@pytest.mark.parametrize("name", ["fast-denoise", "paper-sr", "fast-inpaint"])
+def test_identity_holds_what_differs_from_the_defaults_and_rebuilds_the_config(name):
+    from knitwork.presets import get_preset
+
+    assert Config().identity() == {}
+    config = get_preset(name)
+    identity = config.identity()
+    assert Config.from_dict(identity) == config
+    defaults = Config().to_dict()
+    for section, fields in identity.items():
+        for key, value in fields.items():
+            assert value != defaults[section][key]  # nothing at its default is kept
+    # a field set explicitly to its default leaves the identity (and so result hashes) alone
+    same = config.replace(optim=dataclasses.replace(config.optim, keep_best=False))
+    assert same.identity() == identity

@@ -203,3 +203,25 @@ def test_keep_best_in_a_pack_keeps_each_images_own_best_step():
 def test_keep_best_needs_the_held_out_pixels():
     with np.testing.assert_raises_regex(ValueError, "keep_best needs optim.early_stop: holdout"):
         _denoise(keep_best=True)
+
+
+def test_real_blur_takes_the_discriminators_real_patches_from_a_smoothed_image(tiny):
+    obs, _ = Degradation(task="denoise", sigma=25).apply(tiny, 0)
+    plain = Trainer(obs, _denoise(), seed=0)
+    blurred = _denoise()
+    blurred = blurred.replace(loss=dataclasses.replace(blurred.loss, real_blur=1.5))
+    smooth = Trainer(obs, blurred, seed=0)
+    # the losses' targets are the noisy image's as before; only the real set changed
+    torch.testing.assert_close(smooth.targets.colours, plain.targets.colours)
+    torch.testing.assert_close(smooth.targets.stacks, plain.targets.stacks)
+    assert smooth.targets.real.shape == plain.targets.real.shape
+    spread = [t.targets.real.std(dim=1).mean() for t in (plain, smooth)]
+    assert spread[1] < 0.85 * spread[0], spread  # smoother patches (measured: 0.77 of the spread)
+    # inpainting has no noise to smooth: the switch leaves it alone
+    hole, _ = Degradation(task="inpaint", fill_ratio=0.05).apply(tiny, 0)
+    inpaint = shrink(get_preset("fast-inpaint"), steps=2)
+    blurred_inpaint = inpaint.replace(loss=dataclasses.replace(inpaint.loss, real_blur=1.5))
+    a, b = Trainer(hole, inpaint, seed=0), Trainer(hole, blurred_inpaint, seed=0)
+    torch.testing.assert_close(a.targets.real, b.targets.real)
+    with np.testing.assert_raises_regex(ValueError, "loss.real_blur must be ≥ 0"):
+        blurred.replace(loss=dataclasses.replace(blurred.loss, real_blur=-1.0))
