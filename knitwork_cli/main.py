@@ -8,6 +8,7 @@ knitwork tune --task ... --images URI                      hyperparameter search
 knitwork compare [EXPERIMENT|RUN_ID ...]                   compare MLflow runs, HTML report
 knitwork render MODEL.pt -o OUT.png --size WxH             redraw a saved model at any size
 knitwork presets [show NAME]                               list presets or print one as YAML
+knitwork stack up|down|status                              local S3 + MLflow + Ray on 127.0.0.1
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     from knitwork_cli.compare import add_compare
     from knitwork_cli.search import add_tune
     from knitwork_cli.single import add_fit, add_presets, add_render
+    from knitwork_cli.stack import add_stack
 
     parser = argparse.ArgumentParser(
         prog="knitwork",
@@ -45,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tune(sub)
     add_render(sub)
     add_presets(sub)
+    add_stack(sub)
     return parser
 
 

@@ -262,8 +262,9 @@ def open_storage(uri: str, endpoint_url: str | None = None) -> Storage:
     return LocalStorage(Path(uri).expanduser().resolve())
 
 
-def s3_client(endpoint_url: str | None = None):
-    """A boto3 S3 client with standard retries and bounded timeouts."""
+def s3_client(endpoint_url: str | None = None, credentials: tuple[str, str] | None = None):
+    """A boto3 S3 client with standard retries and bounded timeouts; ``credentials`` (access
+    key, secret) given explicitly, else boto3's chain (environment, profile, ...)."""
     import boto3
     from botocore.config import Config
 
@@ -273,7 +274,11 @@ def s3_client(endpoint_url: str | None = None):
         read_timeout=S3_READ_SECONDS,
         s3={"addressing_style": "path"},
     )
-    return boto3.client("s3", endpoint_url=endpoint_url, config=config)
+    keys = {}
+    if credentials is not None:
+        keys = {"aws_access_key_id": credentials[0], "aws_secret_access_key": credentials[1]}
+        keys["region_name"] = "us-east-1"
+    return boto3.client("s3", endpoint_url=endpoint_url, config=config, **keys)
 
 
 class s3_errors:

@@ -33,10 +33,13 @@ CUDA_IMAGE = f"{IMAGE}-cuda"
 GPU = "nvidia.com/gpu"
 BUCKETS = ("knitwork", "mlflow")  # made by infra/k8s/minio-buckets.yaml
 CODE = ("knitwork", "pipeline", "tune")  # the packages whose env reads the pods must satisfy
-# Read by our code but set inside Ray pods by Ray or KubeRay, not by the manifests.
+# Read by our code but not for the manifests to set: Ray or KubeRay set them inside Ray pods,
+# or only a workstation's `knitwork stack up` (pipeline/stack.py) reads them, never a pod.
 PROVIDED = {
     "RAY_ADDRESS": "Ray's job supervisor sets it for a RayJob entrypoint",
     "RAY_AUTH_MODE": "KubeRay sets it from spec.authOptions.mode",
+    "MINIO_ROOT_USER": "knitwork stack up: the local MinIO's root user",
+    "MINIO_ROOT_PASSWORD": "knitwork stack up: the local MinIO's root password",
 }
 LIBRARY_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")  # boto3
 
