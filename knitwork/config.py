@@ -210,6 +210,10 @@ class OptimConfig(_Checked):
     # early_stop "holdout": draw the result with the weights (averaged, under ``ema``) of the
     # step whose held-out error was lowest, not those it stopped with ``patience`` steps later
     keep_best: bool = False
+    # an ensemble: this many fits with seeds seed, seed + 1, … (weights, Fourier draws and
+    # held-out pixels differ), packed as one batched model, the result the mean of their
+    # images (knitwork.packs.fit_ensemble). 1: one fit
+    ensemble: int = 1
     # peak memory a fit may use: a size (4G, 512M) or "auto" (80 % of what is free when it
     # starts); full-grid steps when they fit, else sampled crops (knitwork.memory)
     max_memory: str = "auto"
@@ -225,6 +229,8 @@ class OptimConfig(_Checked):
             raise ValueError(f"optim.patience must be ≥ 1; got {self.patience}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"optim.ema must be in [0, 1) (0: off); got {self.ema}")
+        if self.ensemble < 1:
+            raise ValueError(f"optim.ensemble must be ≥ 1 (1: one fit); got {self.ensemble}")
         if not 0 <= self.lr_floor <= 1:
             raise ValueError(f"optim.lr_floor must be in [0, 1]; got {self.lr_floor}")
 
@@ -329,6 +335,11 @@ def validate(config: Config) -> None:
         raise ValueError(
             "model.encoding.choices needs optim.early_stop: holdout (the held-out pixels choose) "
             f"and scales > 0; got {m.encoding.choices} with early_stop {o.early_stop}"
+        )
+    if m.encoding.choices and o.ensemble > 1:
+        raise ValueError(
+            "model.encoding.choices and optim.ensemble > 1 cannot be combined: choose a scale "
+            "by held-out selection or average an ensemble, not both"
         )
     if m.encoding.features < 1 or m.hidden < 1 or m.layers < 2:
         raise ValueError("model.encoding.features, model.hidden ≥ 1 and model.layers ≥ 2 needed")

@@ -33,13 +33,13 @@ def fit(
     the loss terms (and ``psnr`` against ``ground_truth`` when given). For inpainting,
     ``keep_known`` pastes the observed pixels into the result; ``FitResult.raw`` never does.
     """
-    if config.model.encoding.choices:  # held-out selection among Fourier scales
-        from knitwork.packs import fit_selected
+    if config.model.encoding.choices or config.optim.ensemble > 1:  # several packed fits
+        from knitwork.packs import fit_one
 
-        result = fit_selected(
+        result = fit_one(
             observation, config, seed=seed, ground_truth=ground_truth, keep_known=keep_known
         )
-        for entry in result.history if on_step is not None else ():  # the chosen fit's record
+        for entry in result.history if on_step is not None else ():  # the chosen/first fit's
             on_step(int(entry["step"]), entry)
         return result
     trainer = Trainer(observation, config, seed=seed, ground_truth=ground_truth)

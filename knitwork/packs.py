@@ -113,6 +113,55 @@ def fit_selected(
     return result
 
 
+def fit_ensemble(
+    observation: Observation,
+    config: Config,
+    *,
+    seed: int,
+    ground_truth: np.ndarray | None = None,
+    keep_known: bool = True,
+) -> FitResult:
+    """An ensemble of ``optim.ensemble`` K fits of ``observation`` with seeds seed … seed+K−1,
+    packed as one batched model, each with its share of the memory budget; the result's
+    images are the mean of theirs (see ``FitResult.members``)."""
+    members = config.optim.ensemble
+    single = config.replace(optim=dataclasses.replace(config.optim, ensemble=1))
+    share = packed_config(single, members)
+    trainers = [
+        Trainer(observation, share, seed=seed + i, ground_truth=ground_truth)
+        for i in range(members)
+    ]
+    packs = Packs(trainers, members)
+    while not packs.finished:
+        packs.step()
+    packs.sync()
+    results = [t.result(keep_known) for t in trainers]
+    result = results[0]
+    result.image = np.mean([r.image for r in results], axis=0, dtype=np.float32)
+    result.raw = np.mean([r.raw for r in results], axis=0, dtype=np.float32)
+    result.config, result.members = config, members
+    result.seconds = sum(t.seconds for t in trainers)
+    return result
+
+
+def fit_one(
+    observation: Observation,
+    config: Config,
+    *,
+    seed: int,
+    ground_truth: np.ndarray | None = None,
+    keep_known: bool = True,
+) -> FitResult:
+    """A fit that packs its own models: held-out selection or an ensemble."""
+    fitter = fit_selected if config.model.encoding.choices else fit_ensemble
+    return fitter(observation, config, seed=seed, ground_truth=ground_truth, keep_known=keep_known)
+
+
+def packs_itself(config: Config) -> bool:
+    """Whether one image's fit is itself several packed fits (``fit_one``)."""
+    return bool(config.model.encoding.choices) or config.optim.ensemble > 1
+
+
 def fit_packed(
     observations: list[Observation],
     config: Config,
@@ -127,9 +176,9 @@ def fit_packed(
     Images that cannot share a batch (other sizes under full-grid steps, other kernels) are
     grouped with their own kind; results come back in input order."""
     truths = ground_truths or [None] * len(observations)
-    if config.model.encoding.choices:  # each image packs its own candidates
+    if packs_itself(config):  # each image packs its own candidates or members
         return [
-            fit_selected(obs, config, seed=seed, ground_truth=truth, keep_known=keep_known)
+            fit_one(obs, config, seed=seed, ground_truth=truth, keep_known=keep_known)
             for obs, seed, truth in zip(observations, seeds, truths, strict=True)
         ]
     if pack is None:

@@ -28,6 +28,9 @@ class FitResult:
     # held-out selection (``model.encoding.choices``): each candidate scale's best held-out
     # error; ``config`` is the chosen candidate's
     choices: dict[float, float] | None = None
+    # an ensemble (``optim.ensemble``): how many fits the images average; ``model``, ``history``
+    # and ``stopped_at`` are the first member's, ``seconds`` the whole ensemble's
+    members: int = 1
 
     @property
     def steps(self) -> int:

@@ -57,6 +57,11 @@ class Trainer:
         seed: int = 0,
         ground_truth: np.ndarray | None = None,
     ) -> None:
+        if config.optim.ensemble > 1:
+            raise ValueError(
+                "optim.ensemble > 1 runs through knitwork.fit.fit or knitwork.packs.fit_packed; "
+                "a Trainer fits one member: set optim.ensemble to 1"
+            )
         if config.model.encoding.choices:
             raise ValueError(
                 "model.encoding.choices (held-out selection) runs through knitwork.fit.fit or "

@@ -225,3 +225,23 @@ def test_real_blur_takes_the_discriminators_real_patches_from_a_smoothed_image(t
     torch.testing.assert_close(a.targets.real, b.targets.real)
     with np.testing.assert_raises_regex(ValueError, "loss.real_blur must be ≥ 0"):
         blurred.replace(loss=dataclasses.replace(blurred.loss, real_blur=-1.0))
+
+
+def test_ensemble_averages_its_members_fitted_with_consecutive_seeds(tiny):
+    from knitwork.fit import fit
+    from knitwork.packs import fit_packed
+
+    obs, truth = Degradation(task="denoise", sigma=40).apply(tiny, 3)
+    one = _denoise(steps=30)
+    three = one.replace(optim=dataclasses.replace(one.optim, ensemble=3))
+    result = fit(obs, three, seed=5)
+    assert result.members == 3 and result.config.optim.ensemble == 3
+    members = fit_packed([obs] * 3, one, seeds=[5, 6, 7], pack=3)  # the same packed fits
+    np.testing.assert_allclose(result.image, np.mean([m.image for m in members], axis=0), atol=1e-5)
+    assert len({m.image.tobytes() for m in members}) == 3  # the seeds differ
+    # averaging members whose noise-fitting errors differ is closer to the truth than the first
+    assert psnr(result.image, truth) > psnr(members[0].image, truth)
+    with np.testing.assert_raises_regex(ValueError, "a Trainer fits one member"):
+        Trainer(obs, three, seed=5)
+    with np.testing.assert_raises_regex(ValueError, "optim.ensemble must be ≥ 1"):
+        dataclasses.replace(one.optim, ensemble=0)
