@@ -72,6 +72,14 @@ class Packs:
                 unit.sync()
 
 
+def run_packs(trainers: list[Trainer], pack: int) -> None:
+    """Step ``trainers`` ``pack`` at a time until every one has finished, then sync them."""
+    packs = Packs(trainers, pack)
+    while not packs.finished:
+        packs.step()
+    packs.sync()
+
+
 def candidates(config: Config) -> list[Config]:
     """Held-out selection's fits: ``config`` at each of ``model.encoding.choices``."""
     model = config.model
@@ -100,10 +108,7 @@ def fit_selected(
     options = candidates(config)
     share = [packed_config(c, len(options)) for c in options]
     trainers = [Trainer(observation, c, seed=seed, ground_truth=ground_truth) for c in share]
-    packs = Packs(trainers, len(trainers))
-    while not packs.finished:
-        packs.step()
-    packs.sync()
+    run_packs(trainers, len(trainers))
     best = min(trainers, key=lambda t: t.best_error)
     result = best.result(keep_known)
     result.config = options[trainers.index(best)]
@@ -131,10 +136,7 @@ def fit_ensemble(
         Trainer(observation, share, seed=seed + i, ground_truth=ground_truth)
         for i in range(members)
     ]
-    packs = Packs(trainers, members)
-    while not packs.finished:
-        packs.step()
-    packs.sync()
+    run_packs(trainers, members)
     results = [t.result(keep_known) for t in trainers]
     result = results[0]
     result.image = np.mean([r.image for r in results], axis=0, dtype=np.float32)
@@ -188,8 +190,5 @@ def fit_packed(
         Trainer(obs, share, seed=seed, ground_truth=truth)
         for obs, seed, truth in zip(observations, seeds, truths, strict=True)
     ]
-    packs = Packs(trainers, pack)
-    while not packs.finished:
-        packs.step()
-    packs.sync()
+    run_packs(trainers, pack)
     return [t.result(keep_known) for t in trainers]
