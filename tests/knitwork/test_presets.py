@@ -51,9 +51,9 @@ def test_paper_inpaint_follows_the_authors():
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_paper_presets_use_the_authors_mse_pixel_loss(name):
     # paper-* β = 1/3 was converted from the authors' MSE pixel loss, so it must weigh an MSE;
-    # fast-* keep the paper's L1, but for fast-denoise, where MSE won on the tuning set.
+    # fast-* keep the paper's L1, but for the denoisers, where MSE won on the tuning set.
     cfg = get_preset(name)
-    mse = name.startswith("paper-") or name == "fast-denoise"
+    mse = name.startswith("paper-") or name.endswith("-denoise")
     assert cfg.loss.pixel == ("mse" if mse else "l1")
     if name in ("paper-inpaint", "paper-denoise"):
         assert cfg.loss.beta == pytest.approx(1 / 3)
