@@ -26,11 +26,12 @@ def validate_inputs(input_uri: str, s3_endpoint: str) -> int:
 
 
 @component
-def write_named_preset(preset: str, output_uri: str, s3_endpoint: str) -> str:
-    """Write the named preset as OUTPUT/.kubeflow/preset.yaml; return its URI."""
+def write_named_preset(preset: str, output_uri: str, s3_endpoint: str, steps: int) -> str:
+    """Write the named preset (steps > 0: with that many steps) as
+    OUTPUT/.kubeflow/preset.yaml; return its URI."""
     from pipeline.kubeflow.steps import write_named_preset as write
 
-    return write(preset, output_uri, s3_endpoint)
+    return write(preset, output_uri, s3_endpoint, steps)
 
 
 @component
@@ -39,8 +40,9 @@ def search_hyperparameters(
     tracking_uri: str, s3_endpoint: str, experiment: str, ray_mode: str, ray_address: str,
     cpus_per_task: float, gpus_per_task: float, image: str, namespace: str,
 ) -> str:  # fmt: skip
-    """Run `knitwork tune` on Ray (the images: images_uri, else input_uri); return the URI of
-    its outputs (best-TASK.yaml, trials.csv, objective.png)."""
+    """Run `knitwork tune` on Ray (the images: images_uri, else input_uri), resuming the same
+    search when an earlier run into output_uri left it; return the URI of its outputs
+    (best-TASK.yaml, trials.csv, objective.png)."""
     from pipeline.kubeflow.steps import Settings, run_search
 
     settings = Settings.pick(locals())
@@ -49,11 +51,14 @@ def search_hyperparameters(
 
 
 @component
-def select_best_trial(search_uri: str, task: str, output_uri: str, s3_endpoint: str) -> str:
-    """Write the search's best trial as OUTPUT/.kubeflow/preset.yaml; return its URI."""
+def select_best_trial(
+    search_uri: str, task: str, output_uri: str, s3_endpoint: str, steps: int
+) -> str:
+    """Write the search's best trial (steps > 0: with that many steps) as
+    OUTPUT/.kubeflow/preset.yaml; return its URI."""
     from pipeline.kubeflow.steps import select_best_trial as select
 
-    return select(search_uri, task, output_uri, s3_endpoint)
+    return select(search_uri, task, output_uri, s3_endpoint, steps)
 
 
 @component
@@ -101,8 +106,8 @@ def batch_summary(summary: dict, images_found: int, metrics: Output[Metrics]) ->
         metrics.log_metric(name, value)
     metrics.metadata["mlflow_run_ids"] = ",".join(summary.get("mlflow_run_ids", []))
     metrics.metadata["output_uri"] = summary.get("output_uri", "")
+    counts = {k: int(summary.get(k, 0)) for k in ("ok", "failed", "skipped")}  # JSON: floats
     return (
-        f"{summary.get('ok', 0)} ok, {summary.get('failed', 0)} failed, "
-        f"{summary.get('skipped', 0)} skipped of {images_found} images; "
-        f"{summary.get('images_per_hour', 0.0):.1f} images/hour"
+        f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped of "
+        f"{images_found} images; {summary.get('images_per_hour', 0.0):.1f} images/hour"
     )

@@ -48,6 +48,7 @@ def knitwork_pipeline(
     output_uri: str,
     task: str = "inpaint",
     preset: str = "",
+    steps: int = 0,
     masks_uri: str = "",
     synthetic: bool = False,
     search_images_uri: str = "",
@@ -63,7 +64,8 @@ def knitwork_pipeline(
     image: str = IMAGE,
     namespace: str = "knitwork",
 ) -> None:
-    """Restore INPUT into OUTPUT with a named preset, or with the best of a search."""
+    """Restore INPUT into OUTPUT with a named preset, or with the best of a search; ``steps``
+    > 0 sets the batch's number of steps per image (0: the preset's, or the search's)."""
     shared = dict(
         task=task, tracking_uri=mlflow_tracking_uri, s3_endpoint=s3_endpoint,
         experiment=mlflow_experiment, ray_mode=ray_mode, ray_address=ray_address,
@@ -77,11 +79,12 @@ def knitwork_pipeline(
             samples=search_samples, steps=search_steps, **shared,
         ).after(found)  # fmt: skip
         best = select_best_trial(
-            search_uri=searched.output, task=task, output_uri=output_uri, s3_endpoint=s3_endpoint
-        )
+            search_uri=searched.output, task=task, output_uri=output_uri,
+            s3_endpoint=s3_endpoint, steps=steps,
+        )  # fmt: skip
     with dsl.Else(name="named-preset"):
         named = write_named_preset(
-            preset=preset, output_uri=output_uri, s3_endpoint=s3_endpoint
+            preset=preset, output_uri=output_uri, s3_endpoint=s3_endpoint, steps=steps
         ).after(found)
     restored = restore_batch(
         input_uri=input_uri, output_uri=output_uri, preset_uri=dsl.OneOf(best.output, named.output),

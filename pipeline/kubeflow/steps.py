@@ -10,6 +10,9 @@ input image): the search's outputs and the preset the batch used.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import itertools
+import json
 import os
 import shlex
 import subprocess
@@ -24,7 +27,9 @@ from pipeline.storage import IMAGE_EXTENSIONS, StorageError, open_storage, redac
 
 RUN_FOLDER = ".kubeflow"  # OUTPUT/.kubeflow: the search and the preset of this pipeline
 PRESET_NAME = "preset.yaml"
-SEARCH_FOLDER = "search"
+SEARCH_FOLDER = "search"  # the latest search's outputs: best-TASK.yaml, trials.csv, ...
+TUNE_FOLDER = "tune"  # Ray Tune's state: one folder per distinct search (`search_name`)
+SEARCH_STATE = "knitwork-search.json"  # a search's definition in its folder (tune.search)
 LOCAL_PRESET = "/tmp/knitwork-preset.yaml"  # where a RayJob's head puts the preset file
 RAY_MODES = ("cluster", "rayjob")
 ERROR_LINES = 20  # lines of a failed command's output quoted in the error
@@ -123,23 +128,39 @@ def write_uri(uri: str, data: bytes, s3_endpoint: str = "") -> str:
     return uri
 
 
-def write_named_preset(preset: str, output_uri: str, s3_endpoint: str = "") -> str:
+def preset_file(config: Config, header: str, steps: int = 0) -> bytes:
+    """A preset file: comment lines, then the config; ``steps`` > 0 overrides its number of
+    optimisation steps (the pipeline's ``steps``), and the header says so."""
+    if steps < 0:
+        raise InputError(f"steps must be ≥ 0 (0: the preset's own); got {steps}")
+    if steps:
+        config = config.with_steps(steps)
+        header += f"# optim.steps set to {steps} by the pipeline's `steps` parameter\n"
+    return (header + to_yaml(config)).encode("utf-8")
+
+
+def write_named_preset(preset: str, output_uri: str, s3_endpoint: str = "", steps: int = 0) -> str:
     """The named preset written as OUTPUT/.kubeflow/preset.yaml; returns its URI."""
-    text = f"# the named preset {preset}\n" + to_yaml(get_preset(preset))
-    return write_uri(run_uri(output_uri, PRESET_NAME), text.encode("utf-8"), s3_endpoint)
+    data = preset_file(get_preset(preset), f"# the named preset {preset}\n", steps)
+    return write_uri(run_uri(output_uri, PRESET_NAME), data, s3_endpoint)
 
 
-def select_best_trial(search_uri: str, task: str, output_uri: str, s3_endpoint: str = "") -> str:
+def select_best_trial(
+    search_uri: str, task: str, output_uri: str, s3_endpoint: str = "", steps: int = 0
+) -> str:
     """The search's best trial (its ``best-TASK.yaml``, checked to load) written as
-    OUTPUT/.kubeflow/preset.yaml; returns its URI."""
+    OUTPUT/.kubeflow/preset.yaml, its comments kept; returns its URI."""
     source = f"{search_uri.rstrip('/')}/best-{task}.yaml"  # tune.outputs.best_name
     try:
-        data = read_uri(source, s3_endpoint)
+        text = read_uri(source, s3_endpoint).decode("utf-8")
     except StorageError as err:
         raise InputError(f"the search left no best trial ({redact(str(err))})") from None
-    from_yaml(data.decode("utf-8"), source)
-    header = f"# the best trial of the search in {search_uri}\n".encode()
-    return write_uri(run_uri(output_uri, PRESET_NAME), header + data, s3_endpoint)
+    comments = itertools.takewhile(lambda line: line.startswith("#"), text.splitlines())
+    header = f"# the best trial of the search in {search_uri}\n" + "".join(
+        line + "\n" for line in comments
+    )
+    data = preset_file(from_yaml(text, source), header, steps)
+    return write_uri(run_uri(output_uri, PRESET_NAME), data, s3_endpoint)
 
 
 def load_preset(uri: str, s3_endpoint: str = "") -> Config:
@@ -167,22 +188,49 @@ def run_cli(argv: list[str]) -> str:
     return done.stdout
 
 
-def search_argv(images_uri: str, output_uri: str, samples: int, steps: int, s: Settings):
-    """``knitwork tune`` with its state and outputs in OUTPUT/.kubeflow."""
+def search_name(images_uri: str, samples: int, steps: int, s: Settings) -> str:
+    """The search's folder in OUTPUT/.kubeflow/tune: TASK-HASH of what defines the search, so
+    that a rerun with the same settings finds it (and resumes it), and other settings start
+    a search of their own beside it."""
+    key = json.dumps([s.task, images_uri, samples, steps, s.experiment_name])
+    return f"{s.task}-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:10]}"
+
+
+def search_argv(
+    images_uri: str, output_uri: str, samples: int, steps: int, s: Settings, resume: bool = False
+) -> list[str]:
+    """``knitwork tune`` with its state in OUTPUT/.kubeflow/tune/NAME (``search_name``) and its
+    outputs in OUTPUT/.kubeflow/search; ``resume``: finish (or reuse) the stored search."""
     return [
         "tune", "--task", s.task, "--images", images_uri, "--num-samples", str(samples),
-        "--steps", str(steps), "--storage", run_uri(output_uri), "--name", "tune",
+        "--steps", str(steps), "--storage", run_uri(output_uri, TUNE_FOLDER),
+        "--name", search_name(images_uri, samples, steps, s),
         "--output", run_uri(output_uri, SEARCH_FOLDER), "--cpus-per-trial", str(s.cpus_per_task),
         "--gpus-per-trial", str(s.gpus_per_task), "--experiment", s.experiment_name,
         *(["--s3-endpoint-url", s.s3_endpoint] if s.s3_endpoint else []),
+        *(["--resume"] if resume else []),
     ]  # fmt: skip
 
 
+def search_exists(images_uri: str, output_uri: str, samples: int, steps: int, s: Settings) -> bool:
+    """Whether an earlier run of this search (same settings, same OUTPUT) stored its
+    definition: then `knitwork tune --resume` finishes it, or rereads it when it finished."""
+    name = search_name(images_uri, samples, steps, s)
+    return open_storage(run_uri(output_uri, TUNE_FOLDER), s.endpoint).exists(
+        f"{name}/{SEARCH_STATE}"
+    )
+
+
 def run_search(images_uri: str, output_uri: str, samples: int, steps: int, s: Settings) -> str:
-    """The search, on the cluster or as a RayJob; returns the URI of its outputs."""
+    """The search, on the cluster or as a RayJob (resumed when an earlier run of the same
+    search into OUTPUT left its state); returns the URI of its outputs."""
     if samples < 1 or steps < 1:
         raise InputError(f"search_samples and search_steps must be ≥ 1; got {samples}, {steps}")
-    knitwork_command(search_argv(images_uri, output_uri, samples, steps, s), s)
+    resume = search_exists(images_uri, output_uri, samples, steps, s)
+    if resume:
+        name = search_name(images_uri, samples, steps, s)
+        print(f"resuming the search in {run_uri(output_uri, TUNE_FOLDER, name)}", flush=True)
+    knitwork_command(search_argv(images_uri, output_uri, samples, steps, s, resume), s)
     return run_uri(output_uri, SEARCH_FOLDER)
 
 

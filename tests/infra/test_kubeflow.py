@@ -1,8 +1,8 @@
 """The Kubeflow pipeline (pipeline/kubeflow): the committed YAML is what the code compiles to,
 the pipeline and each component compile, the RayJobs it creates validate against the KubeRay
 CRD schema (with commands our CLI accepts), the steps that need no cluster do their work (the
-validation and preset steps also through ``kfp.local``), and the batch steps run on the local
-Ray cluster of tests/services (the one test here that starts Ray). No Kubernetes, no KFP."""
+validation and preset steps also through ``kfp.local``). The whole pipeline against a local Ray
+cluster, S3 and MLflow server: test_kubeflow_e2e.py. No Kubernetes, no KFP server."""
 
 from __future__ import annotations
 
@@ -21,25 +21,26 @@ from knitwork_cli.main import build_parser
 from pipeline.kubeflow import components
 from pipeline.kubeflow.batch import (
     rayjob_entrypoint,
-    restore_batch,
     summary_metrics,
-    write_report,
 )
 from pipeline.kubeflow.definition import COMPILED, compile_pipeline
 from pipeline.kubeflow.rayjob import RayJobError, rayjob_manifest, wait_for_rayjob
 from pipeline.kubeflow.steps import (
+    SEARCH_STATE,
+    TUNE_FOLDER,
     InputError,
     Settings,
     load_preset,
     restore_argv,
     run_uri,
     search_argv,
+    search_exists,
+    search_name,
     select_best_trial,
     validate_inputs,
     write_named_preset,
     write_uri,
 )
-from tests.conftest import shrink
 from tests.infra.manifests import (
     CUDA_IMAGE,
     IMAGE,
@@ -51,7 +52,7 @@ from tests.infra.manifests import (
     ray_groups_of,
     schema_errors,
 )
-from tests.services import write_images
+from tune.search import SETTINGS_NAME
 
 EXAMPLES = ROOT / "examples" / "images"
 STEPS = {
@@ -94,7 +95,7 @@ def test_pipeline_runs_every_step_in_our_image_without_installing() -> None:
         assert "from pipeline.kubeflow." in command, f"{name}: calls the project's own code"
     assert CUDA_IMAGE == IMAGE + "-cuda"
     inputs = spec["root"]["inputDefinitions"]["parameters"]
-    wanted = {"input_uri", "output_uri", "task", "preset", "search_samples", "ray_address",
+    wanted = {"input_uri", "output_uri", "task", "preset", "steps", "search_samples", "ray_address",
               "ray_mode", "mlflow_experiment", "mlflow_tracking_uri", "s3_endpoint"}  # fmt: skip
     assert wanted <= set(inputs)
     assert "defaultValue" not in inputs["input_uri"], "the input URI has no default"
@@ -214,6 +215,42 @@ def test_presets_are_written_beside_the_run(tmp_path: Path) -> None:
         write_named_preset("no-such-preset", out)
 
 
+def test_the_steps_parameter_sets_the_batch_steps_of_either_preset(tmp_path: Path) -> None:
+    out = str(tmp_path / "out")
+    named = write_named_preset("fast-inpaint", out, steps=7)
+    assert load_preset(named) == get_preset("fast-inpaint").with_steps(7)
+    assert "set to 7 by the pipeline's `steps`" in Path(named).read_text()
+    search = tmp_path / "search"
+    search.mkdir()
+    best = "# knitwork tune: best trial t1\n" + to_yaml(get_preset("fast-denoise"))
+    (search / "best-inpaint.yaml").write_text(best)
+    chosen = select_best_trial(str(search), "inpaint", out, steps=5)
+    assert load_preset(chosen) == get_preset("fast-denoise").with_steps(5)
+    assert "# knitwork tune: best trial t1\n" in Path(chosen).read_text()  # comments kept
+    with pytest.raises(InputError, match="steps must be ≥ 0"):
+        write_named_preset("fast-inpaint", out, steps=-1)
+
+
+def test_a_rerun_of_the_same_search_resumes_it(tmp_path: Path) -> None:
+    """The search's folder is named by what defines it: the same settings find the stored
+    search (then `knitwork tune --resume`), other settings get a folder of their own."""
+    s, out = settings(), str(tmp_path / "out")
+    name = search_name("s3://b/clean", 4, 100, s)
+    assert name == search_name("s3://b/clean", 4, 100, settings(cpus_per_task=2))
+    others = {search_name("s3://b/clean", 8, 100, s), search_name("s3://b/other", 4, 100, s),
+              search_name("s3://b/clean", 4, 100, settings(task="denoise"))}  # fmt: skip
+    assert name.startswith("inpaint-") and name not in others and len(others) == 3
+    assert not search_exists("s3://b/clean", out, 4, 100, s)
+    write_uri(run_uri(out, TUNE_FOLDER, name, SEARCH_STATE), b"{}")
+    assert search_exists("s3://b/clean", out, 4, 100, s)
+    assert not search_exists("s3://b/clean", out, 8, 100, s)
+    argv = search_argv("s3://b/clean", out, 4, 100, s, resume=True)
+    args = build_parser().parse_args(argv)
+    assert args.resume and args.name == name and args.storage == run_uri(out, TUNE_FOLDER)
+    assert "--resume" not in search_argv("s3://b/clean", out, 4, 100, s)
+    assert SEARCH_STATE == SETTINGS_NAME  # the file `knitwork tune` stores a search in
+
+
 def test_the_module_command_compiles_and_fetches(tmp_path: Path) -> None:
     from pipeline.kubeflow.__main__ import main
 
@@ -266,28 +303,8 @@ def test_local_validation_step(kfp_local, tmp_path: Path, capfd) -> None:
 @pytest.mark.filterwarnings("ignore:You may be attemping:RuntimeWarning")  # no DockerRunner
 def test_local_named_preset_step(kfp_local, tmp_path: Path) -> None:
     out = str(tmp_path / "out")
-    task = components.write_named_preset(preset="fast-denoise", output_uri=out, s3_endpoint="")
+    task = components.write_named_preset(
+        preset="fast-denoise", output_uri=out, s3_endpoint="", steps=0
+    )
     assert task.output == run_uri(out, "preset.yaml")
     assert load_preset(task.output) == get_preset("fast-denoise")
-
-
-# -- the batch steps on a local Ray cluster -----------------------------------------------
-
-
-def test_batch_steps_restore_report_and_summarise(ray_cluster, tracking, tmp_path: Path) -> None:
-    """restore-batch (cluster mode, joined to the running cluster), comparison-report and
-    batch-summary on two tiny images with a 3-step preset file beside the run."""
-    images, out = tmp_path / "in", str(tmp_path / "out")
-    write_images(images, ("a.png", "sub/b.png"))
-    preset = to_yaml(shrink(get_preset("fast-inpaint"), steps=3)).encode()
-    job = dict(input_uri=str(images), output_uri=out, masks_uri="", synthetic=True,
-               preset_uri=write_uri(run_uri(out, "preset.yaml"), preset))  # fmt: skip
-    s = settings(tracking_uri=tracking, ray_mode="cluster", ray_address="auto", s3_endpoint="")
-    summary = restore_batch(job, s)
-    assert (summary["ok"], summary["failed"], summary["skipped"]) == (2, 0, 0)
-    assert summary["images_per_hour"] > 0 and len(summary["mlflow_run_ids"]) == 1
-    metrics = summary_metrics(summary, images=2)
-    assert metrics["ok"] == 2.0 and "mean_psnr" in metrics
-    report = tmp_path / "report.html"
-    assert write_report(summary, "knitwork-inpaint", str(report)) == summary["mlflow_run_ids"][0]
-    assert summary["mlflow_run_ids"][0] in report.read_text()
