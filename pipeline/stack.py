@@ -331,6 +331,7 @@ def _exports(kind: str, addresses: dict[str, str]) -> tuple[str, ...]:
     """The settings a client exports, as shell lines (no real secret among them)."""
     settings = _s3_settings(kind, addresses["s3"], printed=True)
     settings |= {"MLFLOW_TRACKING_URI": addresses["mlflow"], "RAY_ADDRESS": addresses["ray"]}
+    settings |= local_cluster_environment()  # a Ray client of a loopback head needs them too
     lines = [f"export {name}={value}" for name, value in settings.items()]
     lines[1:3] = [f"{line}  # {_credentials(kind)[3]}" for line in lines[1:3]]
     return (*lines, "unset AWS_SESSION_TOKEN AWS_PROFILE")

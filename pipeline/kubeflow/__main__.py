@@ -1,6 +1,8 @@
 """``python -m pipeline.kubeflow compile [PATH]``: rewrite infra/kubeflow/knitwork_pipeline.yaml
 (or PATH). ``python -m pipeline.kubeflow fetch URI PATH``: copy a file from storage (local or
-s3://) to a local path; a RayJob's head fetches the run's preset file with it."""
+s3://) to a local path; a RayJob's head fetches the run's preset file with it.
+``python -m pipeline.kubeflow run --input URI --output URI ...``: the whole pipeline on this
+machine with kfp.local (pipeline/kubeflow/local.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     fetch = sub.add_parser("fetch", help="copy URI (local or s3://) to a local PATH")
     fetch.add_argument("uri")
     fetch.add_argument("path")
+    from pipeline.kubeflow.local import add_run, run
+
+    add_run(sub)
     args = parser.parse_args(argv)
+    if args.command == "run":
+        return run(args)
     if args.command == "compile":
         from pipeline.kubeflow.definition import COMPILED, compile_pipeline
 

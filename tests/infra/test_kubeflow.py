@@ -308,3 +308,22 @@ def test_local_named_preset_step(kfp_local, tmp_path: Path) -> None:
     )
     assert task.output == run_uri(out, "preset.yaml")
     assert load_preset(task.output) == get_preset("fast-denoise")
+
+
+@pytest.mark.filterwarnings("ignore:You may be attemping:RuntimeWarning")  # no DockerRunner
+def test_module_run_needs_services_and_stops_at_a_bad_input(tmp_path, monkeypatch, capsys):
+    from pipeline.kubeflow.__main__ import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = ["run", "--input", str(empty), "--output", str(tmp_path / "out"), "--preset",
+            "fast-denoise", "--task", "denoise", "--root", str(tmp_path / "root")]  # fmt: skip
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert main(argv) == 2
+    assert "set RAY_ADDRESS and MLFLOW_TRACKING_URI" in capsys.readouterr().out
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # never reached: validation fails first
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "validate-inputs" in out and f"input {empty}: no images found" in out
+    assert not (tmp_path / "out").exists()  # nothing written past the failed step

@@ -99,7 +99,9 @@ def test_up_prints_every_setting_and_no_secret(stack):
     state, env, _ = stack
     names = {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "RAY_ADDRESS"}
     names |= {"AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED", "MLFLOW_TRACKING_URI"}
+    names |= {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED"}
     assert set(env) == names
+    assert env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"  # a client joins the loopback head
     assert env["AWS_SECRET_ACCESS_KEY"].startswith("knitwork-dummy")
     assert env["AWS_EC2_METADATA_DISABLED"] == "true"
     assert env["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
