@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from knitwork.config import TASKS, Task
-from knitwork.kernels import degrade_sr, parse_kernel
+from knitwork.kernels import degrade_sr, parse_kernel, random_kernel
 from knitwork.tasks import Observation, crop_to_scale, observe
 
-KNOWN_KERNEL_SPECS = ("learned", "delta")  # besides gaussian:..., and FILE.npy
+KNOWN_KERNEL_SPECS = ("learned", "delta", "random")  # besides gaussian:..., and FILE.npy
+RANDOM = "random"  # synthetic sr: a seeded random kernel per image (kernels.random_kernel)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,7 +43,7 @@ class Degradation:
         if self.task == "sr" and (int(self.scale) != self.scale or self.scale < 2):
             raise ValueError(f"--scale must be an integer ≥ 2; got {self.scale}")
         for spec in (self.kernel, self.degrade_kernel):
-            if spec is not None and not spec.endswith(".npy"):
+            if spec is not None and not spec.endswith(".npy") and spec != RANDOM:
                 parse_kernel(spec)  # a bad spec fails here, not after a fit
 
     @property
@@ -51,6 +52,14 @@ class Degradation:
         if self.degrade_kernel:
             return self.degrade_kernel
         return self.kernel if self.kernel != "learned" else "delta"
+
+    def true_kernel(self, seed: int) -> np.ndarray:
+        """sr, synthetic: the kernel that makes the LR image of the image with ``seed``."""
+        if self.truth_kernel == RANDOM:
+            return random_kernel(seed, self.scale)
+        kernel = parse_kernel(self.truth_kernel)
+        assert kernel is not None  # truth_kernel is never "learned"
+        return kernel
 
     def apply(
         self, clean: np.ndarray, seed: int, known: np.ndarray | None = None
@@ -64,8 +73,11 @@ class Degradation:
         if clean.ndim == 2:
             clean = clean[:, :, None]
         if self.task == "sr":
-            _, low = degrade_sr(clean, self.scale, parse_kernel(self.truth_kernel))
-            return self.observe(low), crop_to_scale(clean, self.scale)
+            truth = self.true_kernel(seed)
+            _, low = degrade_sr(clean, self.scale, truth)
+            assumed = truth if self.kernel == RANDOM else parse_kernel(self.kernel)
+            obs = observe("sr", low, scale=self.scale, kernel=assumed)
+            return obs, crop_to_scale(clean, self.scale)
         if self.task == "inpaint":
             if known is None:
                 known, _ = rectangular_hole(clean.shape[0], clean.shape[1], self.fill_ratio, seed)
@@ -75,6 +87,12 @@ class Degradation:
     def observe(self, image: np.ndarray, known: np.ndarray | None = None) -> Observation:
         """A real input as it is (``known``: the inpainting mask, None = every pixel)."""
         if self.task == "sr":
+            if self.kernel == RANDOM:
+                raise ValueError(
+                    "--kernel random is drawn per image for synthetic inputs (--synthetic); for "
+                    "a real input use learned, delta, gaussian:SIGMA, gaussian:SX,SY,THETA or "
+                    "FILE.npy"
+                )
             return observe("sr", image, scale=self.scale, kernel=parse_kernel(self.kernel))
         return observe(self.task, image, known)
 

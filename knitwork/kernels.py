@@ -36,6 +36,62 @@ def gaussian_kernel(sigma_x: float, sigma_y: float | None = None, theta: float =
     return (k / k.sum()).astype(np.float32)
 
 
+RANDOM_VARIANCE = (0.175, 2.5)  # per unit of the factor: the DIV2KRK generator's range
+RANDOM_NOISE = 0.25  # multiplicative noise of each tap, at most ± this (KernelGAN's paper)
+
+
+def random_kernel(seed: int, scale: int) -> np.ndarray:
+    """A seeded random anisotropic Gaussian as the DIV2KRK protocol draws them: covariance
+    eigenvalues uniform in [0.175, 2.5] × the factor, a uniform angle, each tap multiplied by
+    1 + U(−0.25, 0.25); re-centred (its centre of mass on the centre tap, the convention
+    of this module) and normalised. Size: the smallest odd side covering ±3σ of its wider
+    axis."""
+    rng = np.random.default_rng(seed)
+    low, high = (v * scale for v in RANDOM_VARIANCE)
+    variances = rng.uniform(low, high, size=2)
+    theta = rng.uniform(0, math.pi)
+    k = gaussian_kernel(*np.sqrt(variances), theta=theta).astype(np.float64)
+    k *= 1 + rng.uniform(-RANDOM_NOISE, RANDOM_NOISE, size=k.shape)
+    return _centred(k / k.sum())
+
+
+def _centred(k: np.ndarray) -> np.ndarray:
+    """``k`` shifted (bilinearly) so that its centre of mass is its centre tap; sum 1."""
+    from scipy import ndimage
+
+    middle = (np.array(k.shape) - 1) / 2
+    offset = middle - np.array(ndimage.center_of_mass(k))
+    moved = np.clip(ndimage.shift(k, offset, order=1, mode="constant"), 0, None)
+    return (moved / moved.sum()).astype(np.float32)
+
+
+def kernel_error(learned: np.ndarray, truth: np.ndarray, max_shift: int = 2) -> float:
+    """How far a learned kernel is from the true one: ||k − t||² / ||t||² for both normalised
+    to sum 1, zero-padded to a common odd size, minimised over whole-pixel shifts of k of at
+    most ``max_shift`` (a fit may learn the kernel one pixel off and shift its picture back).
+    0: the truth up to such a shift; a sub-pixel offset or another shape scores > 0. The
+    delta start scores ||δ − t||² / ||t||²."""
+    k = np.asarray(learned, np.float64) / float(np.sum(learned))
+    t = np.asarray(truth, np.float64) / float(np.sum(truth))
+    side = max(*k.shape, *t.shape) + 2 * max_shift
+    k, t = _padded(k, side), _padded(t, side)
+    energy = float(np.sum(t * t))
+    shifts = range(-max_shift, max_shift + 1)
+    return min(
+        float(np.sum((np.roll(k, (dy, dx), axis=(0, 1)) - t) ** 2)) / energy
+        for dy in shifts
+        for dx in shifts
+    )
+
+
+def _padded(k: np.ndarray, side: int) -> np.ndarray:
+    """``k`` centred in a side × side array of zeros (``side`` odd, ≥ its sides)."""
+    out = np.zeros((side, side))
+    top, left = (side - k.shape[0]) // 2, (side - k.shape[1]) // 2
+    out[top : top + k.shape[0], left : left + k.shape[1]] = k
+    return out
+
+
 def parse_kernel(spec: str) -> np.ndarray | None:
     """``learned`` → None; ``delta``; ``gaussian:SIGMA``; ``gaussian:SX,SY,THETA`` (degrees);
     or a ``.npy`` file holding a 2-D kernel (normalised to sum 1)."""

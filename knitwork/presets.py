@@ -108,9 +108,7 @@ _FAST_DENOISE = Config(
 # differ), packed as one batched model. Measured on the tuning set only (3 photos at 128 px,
 # σ 25: docs/benchmarks/denoise.md, "ensemble"): +0.18 ± 0.06 dB for K = 2 and +0.37 ± 0.09
 # dB for K = 4 over one fit, every photo, at several times the seconds.
-_QUALITY_DENOISE = _FAST_DENOISE.replace(
-    optim=dataclasses.replace(_FAST_DENOISE.optim, ensemble=4)
-)
+_QUALITY_DENOISE = _FAST_DENOISE.replace(optim=dataclasses.replace(_FAST_DENOISE.optim, ensemble=4))
 
 # The authors' SR notebook: 3×3 patches at scales 1, 2, 4, consistency 1e-2 on a sum of 27
 # per-offset means (our mean: 0.27), non-saturating GAN 1e-2, the downsampling MSE times the

@@ -88,12 +88,13 @@ def add_degradation_options(
         "--kernel",
         default=d.kernel,
         help="sr: the downsampling kernel: learned (blind), delta, gaussian:SIGMA, "
-        f"gaussian:SX,SY,THETA (degrees) or FILE.npy [{d.kernel}]",
+        f"gaussian:SX,SY,THETA (degrees), FILE.npy, or random (synthetic inputs: a seeded "
+        f"random anisotropic Gaussian per image, as DIV2KRK draws them) [{d.kernel}]",
     )
     p.add_argument(
         "--degrade-kernel",
-        help="sr, synthetic: the kernel that makes the LR input "
-        "[--kernel's, or delta when learning]",
+        help="sr, synthetic: the kernel that makes the LR input, any --kernel value but "
+        "learned [--kernel's, or delta when learning]",
     )
     p.add_argument(
         "--max-pixels",

@@ -16,9 +16,12 @@ from knitwork.kernels import (
     LearnedDownsampler,
     bicubic_upsample,
     degrade_sr,
+    delta_kernel,
     downsample,
     gaussian_kernel,
+    kernel_error,
     parse_kernel,
+    random_kernel,
 )
 from knitwork.metrics import psnr
 from knitwork.presets import get_preset
@@ -190,3 +193,49 @@ def test_odd_non_square_images_round_trip(baseline):
     result = fit(obs, as_baseline(config) if baseline else config, seed=0)
     assert result.image.shape == (26, 36, 3) and result.scale == 2
     assert (result.model.downsampler is None) == baseline  # learned kernel unless baseline
+
+
+def test_kernel_error_is_zero_for_the_truth_and_positive_when_it_is_off():
+    truth = gaussian_kernel(1.5, 0.8, theta=0.4)
+    assert kernel_error(truth, truth) == pytest.approx(0, abs=1e-12)
+    assert kernel_error(3 * truth, truth) == pytest.approx(0, abs=1e-12)  # scale is normalised
+    whole = np.pad(truth, ((0, 2), (2, 0)))  # the same kernel, centred 1 px off each way
+    assert kernel_error(whole, truth) == pytest.approx(0, abs=1e-12)
+    half = ndimage.shift(truth.astype(np.float64), (0.5, 0), order=1)  # half a pixel off
+    assert kernel_error(half, truth) > 0.01
+    start = kernel_error(delta_kernel(), truth)
+    wider = kernel_error(gaussian_kernel(1.0, 0.6, theta=0.4), truth)
+    assert 0 < wider < start  # a nearer shape scores nearer
+
+
+def test_random_kernels_are_seeded_centred_and_grow_with_the_factor():
+    a, b = random_kernel(3, 2), random_kernel(3, 2)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(random_kernel(4, 2), a)
+    for seed in range(5):
+        for scale in (2, 4):
+            k = random_kernel(seed, scale)
+            assert k.shape[0] % 2 == 1 and k.shape == k.shape[::-1]
+            assert k.min() >= 0 and k.sum() == pytest.approx(1, abs=1e-5)
+            centre = (np.array(k.shape) - 1) / 2
+            np.testing.assert_allclose(ndimage.center_of_mass(k), centre, atol=0.02)
+
+    def footprint(k):  # effective number of taps: 1 / Σk²
+        return 1 / float((k**2).sum())
+
+    narrow = np.mean([footprint(random_kernel(s, 2)) for s in range(8)])
+    assert np.mean([footprint(random_kernel(s, 4)) for s in range(8)]) > narrow  # ×4: wider
+
+
+def test_a_random_degradation_draws_one_kernel_per_image_seed():
+    clean = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    known = Degradation(task="sr", scale=2, kernel="random")
+    blind = Degradation(task="sr", scale=2, degrade_kernel="random")
+    obs, _ = known.apply(clean, seed=7)
+    np.testing.assert_array_equal(obs.kernel, random_kernel(7, 2))  # told the true kernel
+    assert blind.apply(clean, seed=7)[0].kernel is None  # blind: learns it
+    np.testing.assert_array_equal(blind.apply(clean, seed=7)[0].image, obs.image)
+    assert not np.array_equal(blind.apply(clean, seed=8)[0].image, obs.image)
+    np.testing.assert_array_equal(blind.true_kernel(7), random_kernel(7, 2))
+    with pytest.raises(ValueError, match="random is drawn per image"):
+        known.observe(obs.image)
