@@ -191,7 +191,7 @@ def picture(dataset: str, rows: list[dict]) -> str | None:
     for m in shown:
         score = psnr.get((sigma, m), {}).get(image)
         names.append(m if score is None else f"{m} {score:.2f} dB")
-    sheet = contact_sheet(panels, names, crops, "centre ×6")
+    sheet = contact_sheet(panels, names, crops, "centre, x6")  # ASCII: PIL's default font
     name = f"denoise-{dataset.lower()}.png"
     save_image(ROOT / "docs" / "images" / name, sheet)
     alt = f"{dataset} {image} at σ {sigma}: {', '.join(shown)}; centre crops below"
