@@ -36,6 +36,7 @@ from pipeline.storage import (
     S3Storage,
     Storage,
     StorageError,
+    name_folds,
     open_storage,
 )
 from pipeline.summary import BatchSummary, aggregate
@@ -82,8 +83,9 @@ def shown(name: str) -> str:
 
 
 def name_problem(name: str, *stores: Storage | None) -> str | None:
-    """Why the image ``name`` cannot be restored (a name that is not UTF-8, or one that would
-    leave its folder or prefix, such as ``a//b.png`` or ``a/../b.png``), or None."""
+    """Why the image ``name`` cannot be restored (a name that is not UTF-8, one that would
+    leave its folder or prefix, such as ``a//b.png`` or ``a/../b.png``, or one the storage
+    would fold into another, such as ``p/./w.png``: ``name_folds``), or None."""
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
@@ -94,7 +96,7 @@ def name_problem(name: str, *stores: Storage | None) -> str | None:
                 store.join(name)
             except StorageError as err:
                 return str(err)
-    return None
+    return name_folds(name)
 
 
 def refuse_nested(source: Storage, target: Storage) -> None:

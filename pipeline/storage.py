@@ -81,6 +81,19 @@ def safe_name(name: str) -> str:
     return normal
 
 
+def name_folds(name: str) -> str | None:
+    """Why a listed ``name`` would not address itself, or None. ``safe_name`` folds ``.``
+    segments and backslashes, so an S3 key ``p/./w.png`` (or a local ``a\\b.png``) would be
+    read and written as ``w.png`` (``a/b.png``): another object, one output for two inputs."""
+    try:
+        normal = safe_name(name)
+    except StorageError as err:
+        return str(err)
+    if normal != name:
+        return f"{name!r}: not a safe relative name (it would address {normal!r})"
+    return None
+
+
 def _is_listed(name: str) -> bool:
     parts = PurePosixPath(name).parts
     hidden = any(p.startswith(".") for p in parts)

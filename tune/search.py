@@ -18,7 +18,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 from knitwork.config import Config
 from knitwork.degradation import Degradation
@@ -28,6 +27,7 @@ from pipeline.driver import image_seed
 from pipeline.storage import StorageError, open_storage
 from pipeline.tracking import flatten, tracking_uri
 from tune import outputs
+from tune.s3 import credentials_warning, ray_storage
 from tune.space import Param, default_space, max_steps, parse_space, space_spec, to_tune
 from tune.trial import Case, TrialSetup, objective_label
 
@@ -121,19 +121,6 @@ def experiment_uri(options: SearchOptions) -> str:
     name = options.name or f"tune-{options.definition.task}"
     storage = open_storage(options.storage, options.s3_endpoint_url)
     return storage.uri.rstrip("/") + "/" + name
-
-
-def ray_storage(uri: str, endpoint: str | None):
-    """(path, pyarrow filesystem or None) for Ray: S3 through the configured endpoint."""
-    if not uri.startswith("s3://"):
-        return uri, None
-    if not endpoint:
-        return uri, None  # pyarrow resolves AWS itself
-    from pyarrow import fs
-
-    url = urlparse(endpoint)
-    s3 = fs.S3FileSystem(endpoint_override=url.netloc, scheme=url.scheme or "https")
-    return uri[len("s3://") :], s3
 
 
 def load_cases(d: Definition, endpoint: str | None) -> tuple[Case, ...]:
@@ -345,6 +332,9 @@ def _search(
         f"scheduler {d.scheduler}, reports every {every} steps; Tune state in {uri}",
         file=sys.stderr,
     )
+    warning = credentials_warning(uri, options.s3_endpoint_url)
+    if warning:
+        print(warning, file=sys.stderr)
     grid = build_tuner(options, setup, resources, callback, restore).fit()
     outcome = SearchOutcome(definition=d, experiment_path=uri, parent_run_id=d.parent_run_id)
     if unfinished_trials(options):

@@ -161,3 +161,38 @@ def test_degradations_are_deterministic_for_a_seed(suite):
         else:
             noise = (first.image - clean) * 255
             assert abs(noise.std() - setting.degradation.sigma) < 0.25 * setting.degradation.sigma
+
+
+def test_unsafe_s3_keys_fail_alone_in_the_bench_and_a_rerun_finishes(
+    tmp_path, ray_cluster, tracking, bucket, s3_endpoint, capsys
+):
+    """Keys under the prefix that name no object of their own (``x//y.png``, ``/z.png``, and
+    ``./w.png``, which would be read as ``w.png``): their rows fail, each naming its key, and
+    the others are benched, on every rerun; nothing is written for them."""
+    from pipeline.storage import open_storage, s3_client
+
+    write_clean(tmp_path / "clean", 24, names=("bird.png",))
+    data = (tmp_path / "clean" / "bird.png").read_bytes()
+    client = s3_client(s3_endpoint)
+    for key in ("odd/bird.png", "odd/w.png", "odd/x//y.png", "odd//z.png", "odd/./w.png"):
+        client.put_object(Bucket=bucket, Key=key, Body=data)
+    report = tmp_path / "rows.json"
+    argv = ["bench", "quality", "--suite", "denoise", "--images", f"s3://{bucket}/odd",
+            "--output", f"s3://{bucket}/out", "--methods", "nlm", "--sigmas", "25",
+            "--json", str(report), "--quiet"]  # fmt: skip
+    unsafe = ("x//y.png", "/z.png", "./w.png")
+    for computed in (5, 3):  # a rerun computes only the refused rows again
+        assert main(argv) == 1  # failed rows are a partial failure
+        out, err = capsys.readouterr()
+        rows = {r["image"]: r for r in json.loads(report.read_text())["rows"]}
+        assert set(rows) == {"bird.png", "w.png", *unsafe}
+        assert rows["bird.png"]["status"] == rows["w.png"]["status"] == "ok"
+        for key in unsafe:
+            assert rows[key]["status"] == "failed"
+            assert f"{key!r}: not a safe relative name" in rows[key]["error"]
+            assert f"failed: nlm sigma=25 {key}: " in err
+        assert f"5 rows ({computed} computed now, 3 failed)" in out
+    written = open_storage(f"s3://{bucket}/out").list_images()
+    assert [n for n in written if n.startswith("sigma=25/nlm/")] == [
+        "sigma=25/nlm/bird.png", "sigma=25/nlm/w.png"
+    ]  # fmt: skip

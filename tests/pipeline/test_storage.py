@@ -9,6 +9,7 @@ from pipeline.storage import (
     LocalStorage,
     S3Storage,
     StorageError,
+    name_folds,
     open_storage,
     redact,
     safe_name,
@@ -34,6 +35,23 @@ def test_local_listing_is_recursive_by_extension_and_skips_hidden(tmp_path):
 def test_names_cannot_escape_the_root(name):
     with pytest.raises(StorageError, match="not a safe relative name"):
         safe_name(name)
+
+
+def test_a_listed_name_that_storage_would_fold_into_another_is_named(tmp_path):
+    """A local file ``a\\b.png`` is listed as itself but read as ``a/b.png``: another file."""
+    for name in ("a\\b.png", "a/b.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(name.encode())
+    storage = open_storage(str(tmp_path))
+    assert storage.list_images() == ["a/b.png", "a\\b.png"]
+    assert storage.read("a\\b.png") == b"a/b.png"  # why such a name must be refused
+    assert name_folds("a/b.png") is None
+    assert (
+        name_folds("a\\b.png")
+        == "'a\\\\b.png': not a safe relative name (it would address 'a/b.png')"
+    )
+    for name in ("./w.png", "p/./w.png", "x//y.png", "/z.png", "c/../d.png"):
+        assert f"{name!r}: not a safe relative name" in name_folds(name)
 
 
 def test_local_write_is_atomic_and_creates_folders(tmp_path):
