@@ -33,7 +33,7 @@ $(CHROMIUM):
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
 
 test: lint browser  ## lint, then the whole test suite (pytest's "no tests" exit 5 counts as a pass)
-	$(BIN)/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
+	$(BIN)/pytest -q --durations=20; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
 
 bench: setup  ## CPU benchmarks (about an hour): docs/benchmarks/*.md
 	$(BIN)/python benchmarks/core.py
