@@ -69,11 +69,12 @@ def restore_batch(
 ) -> dict:  # fmt: skip
     """Restore every image under input_uri into output_uri on Ray with the preset file;
     return the batch summary (counts, seconds, images per hour, MLflow run ids)."""
-    from pipeline.kubeflow.batch import restore_batch as restore
     from pipeline.kubeflow.steps import Settings
 
     settings = Settings.pick(locals())
-    settings.apply()
+    settings.apply()  # first: ray, which `batch` may import, reads RAY_AUTH_MODE when imported
+    from pipeline.kubeflow.batch import restore_batch as restore
+
     job = dict(
         input_uri=input_uri, output_uri=output_uri, preset_uri=preset_uri,
         masks_uri=masks_uri, synthetic=synthetic,

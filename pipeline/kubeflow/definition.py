@@ -4,12 +4,18 @@ validate inputs → (no preset named: search on Ray → best trial) | (preset na
 → the preset file in OUTPUT/.kubeflow → batch restoration on Ray → comparison report (HTML
 artifact) and summary (metrics). Every step is cached off: they read and write external
 storage, so an unchanged parameter set does not mean an unchanged result.
+
+Credentials reach the step pods from Kubernetes Secrets of the same names as infra/k8s (copies
+in the namespace KFP runs the pods in), through kfp-kubernetes, so they are in the compiled
+YAML's platform spec and never in a parameter: the steps that read or write S3 get the keys
+of ``knitwork-s3`` (and the region settings of infra/kuberay), the steps that join the
+RayCluster (search, restore) the token of ``knitwork-ray-token`` as RAY_AUTH_TOKEN.
 """
 
 # No `from __future__ import annotations`: KFP reads the pipeline's annotations as types.
 from pathlib import Path
 
-from kfp import compiler, dsl
+from kfp import compiler, dsl, kubernetes
 
 from pipeline.kubeflow.components import (
     batch_summary,
@@ -20,7 +26,14 @@ from pipeline.kubeflow.components import (
     validate_inputs,
     write_named_preset,
 )
-from pipeline.kubeflow.rayjob import IMAGE
+from pipeline.kubeflow.rayjob import (
+    IMAGE,
+    S3_ENV,
+    S3_KEYS,
+    S3_SECRET,
+    TOKEN_KEY,
+    TOKEN_SECRET,
+)
 
 PIPELINE_NAME = "knitwork-restore"
 COMPILED = Path(__file__).resolve().parents[2] / "infra" / "kubeflow" / "knitwork_pipeline.yaml"
@@ -34,6 +47,22 @@ S3_ENDPOINT = "http://minio.knitwork.svc:9000"
 def _no_cache(*tasks: dsl.PipelineTask) -> None:
     for task in tasks:
         task.set_caching_options(False)
+
+
+def _s3_credentials(*tasks: dsl.PipelineTask) -> None:
+    """The S3 keys from the Secret, named as boto3 and pyarrow read them, and the region
+    settings that infra/kuberay sets beside them."""
+    for task in tasks:
+        kubernetes.use_secret_as_env(task, S3_SECRET, {key: key for key in S3_KEYS})
+        for name, value in S3_ENV.items():
+            task.set_env_variable(name, value)
+
+
+def _ray_token(*tasks: dsl.PipelineTask) -> None:
+    """The Ray token as RAY_AUTH_TOKEN; with it the step sets RAY_AUTH_MODE=token itself
+    (`steps.use_ray_token`), in `cluster` mode only, so kfp.local runs are unchanged."""
+    for task in tasks:
+        kubernetes.use_secret_as_env(task, TOKEN_SECRET, {TOKEN_KEY: "RAY_AUTH_TOKEN"})
 
 
 DESCRIPTION = (
@@ -96,10 +125,13 @@ def knitwork_pipeline(
     )  # fmt: skip
     summary = batch_summary(summary=restored.output, images_found=found.output)
     _no_cache(found, searched, best, named, restored, report, summary)
+    _s3_credentials(found, searched, best, named, restored)
+    _ray_token(searched, restored)
 
 
 def compile_pipeline(path: str | Path = COMPILED) -> Path:
-    """Compile the pipeline to ``path`` (YAML: KFP's pipeline spec); returns it."""
+    """Compile the pipeline to ``path`` (YAML: KFP's pipeline spec, then, as a second
+    document, the Kubernetes platform spec of its Secrets); returns it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(knitwork_pipeline, str(path))

@@ -16,7 +16,10 @@ RAY_VERSION = "2.60.0"
 IMAGE = "registry.example.com/knitwork:0.1.0"  # the image of infra/k8s and infra/kuberay
 CUDA_TAG = "-cuda"  # GPU workers run IMAGE + CUDA_TAG
 S3_SECRET = "knitwork-s3"  # the S3 keys (infra/k8s/secret.example.yaml)
+S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")  # its keys, each the env var boto3 reads
+S3_ENV = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}  # beside them
 TOKEN_SECRET = "knitwork-ray-token"  # the Ray auth token
+TOKEN_KEY = "auth_token"  # its key; a client reads the token as RAY_AUTH_TOKEN
 POLL_SECONDS = 15.0
 FINISHED = ("SUCCEEDED", "FAILED", "STOPPED")  # status.jobStatus once the job has ended
 SECURITY = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000}
@@ -46,14 +49,9 @@ class RayJobSpec:
 
 def pod_env(tracking_uri: str, s3_endpoint: str) -> list[dict[str, Any]]:
     """The environment every knitwork process reads, as in infra/kuberay."""
-    plain = {
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "AWS_ENDPOINT_URL": s3_endpoint,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
+    plain = {"MLFLOW_TRACKING_URI": tracking_uri, "AWS_ENDPOINT_URL": s3_endpoint, **S3_ENV}
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items() if v]
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+    for key in S3_KEYS:
         env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": S3_SECRET, "key": key}}})
     return env
 

@@ -75,7 +75,10 @@ class Settings:
         return self.s3_endpoint or None
 
     def apply(self) -> None:
+        """Point this process at the services; call it before ray is imported."""
         use_services(self.tracking_uri, self.s3_endpoint)
+        if self.ray_mode == "cluster":
+            use_ray_token()
 
     def rayjob(self, entrypoint: str, prefix: str) -> RayJobSpec:
         return RayJobSpec(
@@ -94,6 +97,16 @@ def use_services(tracking_uri: str, s3_endpoint: str) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+
+def use_ray_token() -> None:
+    """``RAY_AUTH_MODE=token`` when this process has a Ray token and no mode: Ray joins a
+    cluster at an explicit address with token auth only when told so, and reads the mode once,
+    when ray is imported. A step pod that joins the RayCluster gets the token, from the
+    knitwork-ray-token Secret, as RAY_AUTH_TOKEN (`pipeline.kubeflow.definition`); kfp.local
+    and clusters without auth have none, so nothing changes for them."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 def validate_inputs(input_uri: str, s3_endpoint: str = "") -> int:

@@ -27,6 +27,8 @@ CORE_KINDS = {
     "PersistentVolumeClaim": "v1",
     "Deployment": "apps/v1",
     "Job": "batch/v1",
+    "Role": "rbac.authorization.k8s.io/v1",
+    "RoleBinding": "rbac.authorization.k8s.io/v1",
 }
 IMAGE = "registry.example.com/knitwork:0.1.0"
 CUDA_IMAGE = f"{IMAGE}-cuda"
@@ -38,6 +40,8 @@ CODE = ("knitwork", "pipeline", "tune")  # the packages whose env reads the pods
 PROVIDED = {
     "RAY_ADDRESS": "Ray's job supervisor sets it for a RayJob entrypoint",
     "RAY_AUTH_MODE": "KubeRay sets it from spec.authOptions.mode",
+    "RAY_AUTH_TOKEN": "KubeRay sets it from spec.authOptions.secretName (the pipeline's Ray "
+    "steps: test_kubeflow_credentials.py)",
     "MINIO_ROOT_USER": "knitwork stack up: the local MinIO's root user",
     "MINIO_ROOT_PASSWORD": "knitwork stack up: the local MinIO's root password",
 }
@@ -56,6 +60,13 @@ def documents() -> tuple[tuple[str, dict], ...]:
         with path.open() as f:
             found += [(str(path.relative_to(ROOT)), d) for d in yaml.load_all(f, _Loader) if d]
     return tuple(found)
+
+
+def kubeflow_pipeline(name: str = "knitwork_pipeline.yaml") -> tuple[dict, dict]:
+    """A compiled KFP pipeline under infra/kubeflow: its pipeline spec, and its Kubernetes
+    platform spec (kfp-kubernetes settings: a second YAML document; {} without one)."""
+    spec, *platform = yaml.load_all((KUBEFLOW / name).read_text(), _Loader)
+    return spec, (platform[0]["platforms"]["kubernetes"] if platform else {})
 
 
 def objects(*kinds: str) -> list[tuple[str, dict]]:

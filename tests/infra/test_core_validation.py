@@ -1,7 +1,8 @@
-"""The core Kubernetes kinds under infra/ (Namespace, Secret, Service, PVC, Deployment, Job)
-against the Kubernetes API schemas bundled with kubernetes-validate, in strict mode (unknown
-fields rejected, as the API server's strict field validation does). Offline: the schemas ship
-inside the package. RayCluster/RayJob are checked against the KubeRay CRDs in test_manifests.py."""
+"""The core Kubernetes kinds under infra/ (Namespace, Secret, Service, PVC, Deployment, Job,
+Role, RoleBinding) against the Kubernetes API schemas bundled with kubernetes-validate, in
+strict mode (unknown fields rejected, as the API server's strict field validation does).
+Offline: the schemas ship inside the package. RayCluster/RayJob are checked against the
+KubeRay CRDs in test_manifests.py."""
 
 from __future__ import annotations
 
@@ -74,6 +75,8 @@ BROKEN = {
     "port-as-string": ("Service", lambda d: d["spec"]["ports"][0].update(port="9000")),
     "job-without-containers": ("Job", lambda d: d["spec"]["template"]["spec"].pop("containers")),
     "secret-data-not-a-map": ("Secret", lambda d: d.update(stringData=["CHANGE-ME"])),
+    "role-verbs-not-a-list": ("Role", lambda d: d["rules"][0].update(verbs="create")),
+    "binding-without-role-name": ("RoleBinding", lambda d: d["roleRef"].pop("name")),
 }  # fmt: skip
 NEEDLES = {
     "misspelt-field": "spec: Additional properties are not allowed ('replica' was unexpected)",
@@ -85,6 +88,8 @@ NEEDLES = {
     "port-as-string": "spec.ports.0.port: '9000' is not of type 'integer'",
     "job-without-containers": "spec.template.spec: 'containers' is a required property",
     "secret-data-not-a-map": "stringData: ['CHANGE-ME'] is not of type 'object'",
+    "role-verbs-not-a-list": "rules.0.verbs: 'create' is not of type 'array'",
+    "binding-without-role-name": "roleRef: 'name' is a required property",
 }
 
 

@@ -48,6 +48,7 @@ from tests.infra.manifests import (
     PROVIDED,
     ROOT,
     env_the_code_reads,
+    kubeflow_pipeline,
     ray_container,
     ray_groups_of,
     schema_errors,
@@ -84,7 +85,7 @@ def test_committed_yaml_is_what_the_code_compiles(tmp_path: Path) -> None:
 
 
 def test_pipeline_runs_every_step_in_our_image_without_installing() -> None:
-    spec = yaml.safe_load(COMPILED.read_text())
+    spec, _ = kubeflow_pipeline()
     executors = spec["deploymentSpec"]["executors"]
     assert {name.removeprefix("exec-") for name in executors} == STEPS
     for name, executor in executors.items():
@@ -102,7 +103,7 @@ def test_pipeline_runs_every_step_in_our_image_without_installing() -> None:
 
 
 def test_search_runs_only_without_a_preset() -> None:
-    spec = yaml.safe_load(COMPILED.read_text())
+    spec, _ = kubeflow_pipeline()
     tasks = spec["root"]["dag"]["tasks"]
     refs = [t["componentRef"]["name"] for t in tasks.values()]
     (branches,) = [r for r in refs if r.startswith("comp-condition-branches")]
