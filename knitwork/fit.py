@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from knitwork.config import Config
+from knitwork.packs import fit_one, packs_itself
 from knitwork.result import FitResult
 from knitwork.tasks import Observation
 from knitwork.trainer import Trainer
@@ -33,9 +34,7 @@ def fit(
     the loss terms (and ``psnr`` against ``ground_truth`` when given). For inpainting,
     ``keep_known`` pastes the observed pixels into the result; ``FitResult.raw`` never does.
     """
-    if config.model.encoding.choices or config.optim.ensemble > 1:  # several packed fits
-        from knitwork.packs import fit_one
-
+    if packs_itself(config):  # held-out selection or an ensemble: several packed fits
         result = fit_one(
             observation, config, seed=seed, ground_truth=ground_truth, keep_known=keep_known
         )
