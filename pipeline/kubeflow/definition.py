@@ -60,7 +60,7 @@ def _s3_credentials(*tasks: dsl.PipelineTask) -> None:
 
 def _ray_token(*tasks: dsl.PipelineTask) -> None:
     """The Ray token as RAY_AUTH_TOKEN; with it the step sets RAY_AUTH_MODE=token itself
-    (`steps.use_ray_token`), in `cluster` mode only, so kfp.local runs are unchanged."""
+    (`steps.use_services`), in `cluster` mode only, so kfp.local runs are unchanged."""
     for task in tasks:
         kubernetes.use_secret_as_env(task, TOKEN_SECRET, {TOKEN_KEY: "RAY_AUTH_TOKEN"})
 

@@ -76,9 +76,7 @@ class Settings:
 
     def apply(self) -> None:
         """Point this process at the services; call it before ray is imported."""
-        use_services(self.tracking_uri, self.s3_endpoint)
-        if self.ray_mode == "cluster":
-            use_ray_token()
+        use_services(self.tracking_uri, self.s3_endpoint, ray_token=self.ray_mode == "cluster")
 
     def rayjob(self, entrypoint: str, prefix: str) -> RayJobSpec:
         return RayJobSpec(
@@ -88,24 +86,22 @@ class Settings:
         )  # fmt: skip
 
 
-def use_services(tracking_uri: str, s3_endpoint: str) -> None:
+def use_services(tracking_uri: str, s3_endpoint: str, *, ray_token: bool = False) -> None:
     """Point this step's process at MLflow and S3 (as `knitwork_cli.environment` does for the
-    command): called first by a component, its process's entry point, and nowhere else."""
+    command): called first by a component, its process's entry point, and nowhere else.
+
+    ``ray_token`` (cluster mode): ``RAY_AUTH_MODE=token`` when this process has a Ray token and
+    no mode. Ray joins a cluster at an explicit address with token auth only when told so, and
+    reads the mode once, when ray is imported. A step pod that joins the RayCluster gets the
+    token, from the knitwork-ray-token Secret, as RAY_AUTH_TOKEN (`pipeline.kubeflow.definition`);
+    kfp.local and clusters without auth have none, so nothing changes for them."""
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     if s3_endpoint:
         os.environ["AWS_ENDPOINT_URL"] = s3_endpoint
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-
-
-def use_ray_token() -> None:
-    """``RAY_AUTH_MODE=token`` when this process has a Ray token and no mode: Ray joins a
-    cluster at an explicit address with token auth only when told so, and reads the mode once,
-    when ray is imported. A step pod that joins the RayCluster gets the token, from the
-    knitwork-ray-token Secret, as RAY_AUTH_TOKEN (`pipeline.kubeflow.definition`); kfp.local
-    and clusters without auth have none, so nothing changes for them."""
-    if os.environ.get("RAY_AUTH_TOKEN"):
+    if ray_token and os.environ.get("RAY_AUTH_TOKEN"):
         os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
