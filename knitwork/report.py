@@ -5,13 +5,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from knitwork.kernels import delta_kernel, kernel_error
 from knitwork.metrics import evaluate, psnr
 from knitwork.result import FitResult, finite_or_none
 from knitwork.tasks import Observation, naive_restoration
 
 
-def fit_metrics(result: FitResult, obs: Observation, truth: np.ndarray | None) -> dict:
-    """The metrics JSON: quality (when the truth is known), the naive answer's PSNR, cost."""
+def fit_metrics(
+    result: FitResult,
+    obs: Observation,
+    truth: np.ndarray | None,
+    true_kernel: np.ndarray | None = None,
+) -> dict:
+    """The metrics JSON: quality (when the truth is known), the naive answer's PSNR, cost; for
+    super-resolution also the learned kernel's error against ``true_kernel`` (``kernel_scores``;
+    None for a known-kernel fit or an unknown true kernel)."""
     hole = obs.hole if obs.task == "inpaint" else None
     scores = {"psnr": None, "ssim": None, "psnr_hole": None, "ssim_hole": None}
     reference = None
@@ -34,7 +42,21 @@ def fit_metrics(result: FitResult, obs: Observation, truth: np.ndarray | None) -
     if obs.task == "sr":
         out["scale"] = obs.scale
         out["kernel"] = "known" if obs.kernel is not None else "learned"
+        out |= kernel_scores(learned_kernel(result), true_kernel)
     return out
+
+
+def kernel_scores(learned: np.ndarray | None, truth: np.ndarray | None) -> dict:
+    """A blind SR fit's kernel against the true one: ``kernel_error`` (``kernels.kernel_error``,
+    0 = the truth up to a whole-pixel shift) and ``kernel_error_start``, what the delta kernel
+    the fit starts from scores, so a reader sees whether it moved. Both None when the fit had
+    no learned kernel (a known kernel) or the true kernel is unknown (a real input)."""
+    if learned is None or truth is None:
+        return {"kernel_error": None, "kernel_error_start": None}
+    return {
+        "kernel_error": finite_or_none(kernel_error(learned, truth)),
+        "kernel_error_start": finite_or_none(kernel_error(delta_kernel(), truth)),
+    }
 
 
 def comparison(obs: Observation, result: FitResult, truth: np.ndarray | None) -> np.ndarray:

@@ -25,7 +25,8 @@ them). The exit code is 1 when any image failed.
 
 Inpainting masks come from --masks (a tree with the same relative names; white = hole) or from
 each image's alpha channel. With --synthetic, INPUT holds clean images that are degraded with
-the seeded degradation of `knitwork fit --synthetic` and scored; --ground-truth URI scores real
+the seeded degradation of `knitwork fit --synthetic` and scored (blind super-resolution: its
+learned kernel too, kernel_error and kernel_error_start); --ground-truth URI scores real
 inputs against clean images of the same names.
 
 Ray: a local cluster sized to this machine unless --address or RAY_ADDRESS names one.
@@ -110,8 +111,11 @@ suites and settings:
   denoise  white Gaussian noise σ 10, 20, 40 (0-255 scale; --sigmas sets others); methods
            knitwork, mlp, nlm (non-local means), bm3d — these estimate σ, as the networks do not
            know it — and bm3d-sigma, BM3D told the true σ (as published CBM3D numbers are)
-  sr       blind ×2 and ×4 from delta, round and diagonal Gaussian kernels; knitwork (learned
-           kernel), mlp, bicubic
+  sr       blind ×2 and ×4 from delta, round and diagonal Gaussian kernels and random (one
+           seeded random anisotropic Gaussian per image, DIV2KRK's generator: x2/random,
+           x4/random); knitwork (learned kernel), mlp, bicubic. The networks' rows also score
+           the learned kernel against the true one: kernel_error, and kernel_error_start (the
+           delta start's; 0 = the truth up to a whole-pixel shift)
 
 Reduced protocols: --max-side downscales each clean image, then --centre-crop N keeps its
 central N×N (a side shorter than N is kept whole), before it is degraded; --every K takes
@@ -120,10 +124,12 @@ of each row's hash and recorded in the row; --max-side, --centre-crop and --ever
 recorded in the bench's MLflow run.
 
 OUTPUT/rows.jsonl keeps every row; a rerun skips rows already done with the same settings.
-Restored images: OUTPUT/SETTING/METHOD/IMAGE.png (and .../input/, .../truth/). --json FILE
-writes {"rows": [...]} with method, setting, image, psnr, ssim, psnr_hole, ssim_hole, seconds.
-The table printed at the end shows mean scores; for denoising also the Knitwork's PSNR minus
-each other method's per setting, with its paired standard error over images and its wins.
+Restored images: OUTPUT/SETTING/METHOD/IMAGE.png (and .../input/, .../truth/; SR's true kernels
+as .../truth/IMAGE.npy). --json FILE writes {"rows": [...]} with method, setting, image, psnr,
+ssim, psnr_hole, ssim_hole, seconds (SR: kernel_error, kernel_error_start). The table printed
+at the end shows mean scores (SR: and mean kernel errors); for denoising also the Knitwork's
+PSNR minus each other method's per setting, with its paired standard error over images and its
+wins.
 docs/benchmarks/quality.md explains the protocol and shows the results beside the paper's.
 
 examples:

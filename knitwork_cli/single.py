@@ -37,7 +37,8 @@ of --sigma (0-255 scale) to a clean IMAGE. Super-resolution (--task sr) enlarges
 a learned one (blind, the default); with --synthetic, IMAGE is the clean high-resolution image,
 cropped to a multiple of --scale and downsampled by --degrade-kernel. With --synthetic the
 result is scored against IMAGE (PSNR/SSIM on the whole image and on the hole; see
-docs/metrics.md).
+docs/metrics.md), and a learned kernel against the true one: kernel_error, and
+kernel_error_start, what the delta start scores (0 = the truth up to a whole-pixel shift).
 
 examples:
   knitwork fit photo.png --task inpaint --mask hole.png -o restored.png
@@ -48,7 +49,17 @@ examples:
 """
 
 
-SHOWN_METRICS = ("psnr", "ssim", "psnr_hole", "ssim_hole", "reference_psnr", "seconds", "crop")
+SHOWN_METRICS = (
+    "psnr",
+    "ssim",
+    "psnr_hole",
+    "ssim_hole",
+    "reference_psnr",
+    "kernel_error",
+    "kernel_error_start",
+    "seconds",
+    "crop",
+)
 
 
 def add_fit(sub: argparse._SubParsersAction) -> None:
@@ -146,7 +157,8 @@ def run_fit(args: argparse.Namespace) -> int:
         result = _fit(args, obs, config, truth)
     depth = 16 if bit_depth == 16 and c == 1 and kio.holds_16_bit(args.output) else 8
     kio.save_image(args.output, result.image, bit_depth=depth)
-    metrics = fit_metrics(result, obs, truth)
+    true_kernel = degradation.true_kernel(args.seed) if _scored_sr(args, degradation) else None
+    metrics = fit_metrics(result, obs, truth, true_kernel)
     if args.save_model:
         save_model(result, args.save_model)
     if args.save_input:
@@ -162,6 +174,11 @@ def run_fit(args: argparse.Namespace) -> int:
     shown = {k: v for k, v in metrics.items() if v is not None and k in SHOWN_METRICS}
     print(f"wrote {args.output}  " + "  ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
     return 0
+
+
+def _scored_sr(args: argparse.Namespace, degradation: Degradation) -> bool:
+    """A synthetic super-resolution fit: its true kernel is known, so its learned one scores."""
+    return args.synthetic and degradation.task == "sr"
 
 
 def _fit(

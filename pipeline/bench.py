@@ -5,17 +5,22 @@ restored by the Knitwork, the MLP baseline and classical tools, as Ray tasks; on
 Protocol (docs/benchmarks/quality.md): inpainting one square hole of 1, 2, 4 % of the pixels at
 a seeded position fully inside the image; denoising σ 10, 20, 40 (0–255) unless other levels
 are asked for (``denoise_settings``); blind SR ×2 and ×4 with delta, round and diagonal
-Gaussian kernels. A reduced protocol may downscale each clean image (``max_side``) and then
-keep its centre (``centre_crop``) before degrading it. The seed of an image is the base seed plus a
-hash of its name (``image_seed``), the same for every method and setting. RGB PSNR/SSIM with
-data range 1, no border crop, on the whole image and on the hole.
+Gaussian kernels and a random anisotropic Gaussian drawn per image from its seed (DIV2KRK's
+generator, ``kernels.random_kernel``). A reduced protocol may downscale each clean image
+(``max_side``) and then keep its centre (``centre_crop``) before degrading it. The seed of an
+image is the base seed plus a hash of its name (``image_seed``), the same for every method and
+setting. RGB PSNR/SSIM with data range 1, no border crop, on the whole image and on the hole;
+the networks' SR rows also score their learned kernel against the true one (``kernel_error``,
+``kernel_error_start``: ``report.kernel_scores``).
 
 Restored images land in ``OUTPUT/SETTING/METHOD/IMAGE.png`` (inputs in ``.../input/``, ground
-truths in ``.../truth/``); a rerun skips the rows already done with the same settings.
+truths in ``.../truth/``, SR's true kernels there as ``IMAGE.npy``); a rerun skips the rows
+already done with the same settings.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -27,11 +32,12 @@ import numpy as np
 
 from knitwork.classical import CLASSICAL, classical
 from knitwork.config import Config, as_baseline
-from knitwork.degradation import Degradation
+from knitwork.degradation import RANDOM, Degradation
 from knitwork.fit import fit
 from knitwork.io import DEFAULT_MAX_PIXELS, decode_image, encode_image, reduce_to
 from knitwork.metrics import evaluate
 from knitwork.packs import fit_packed
+from knitwork.report import kernel_scores, learned_kernel
 from knitwork.result import FitResult
 from pipeline.manifest import config_hash
 from pipeline.storage import NotFound, Storage, StorageError
@@ -39,6 +45,7 @@ from pipeline.storage import NotFound, Storage, StorageError
 ROWS_NAME = "rows.jsonl"
 NEURAL = ("knitwork", "mlp")
 PNG = ".png"  # restored images, inputs and truths are written as PNG
+KERNEL_SCORES = ("kernel_error", "kernel_error_start")  # sr rows: None but for a learned kernel
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,12 +54,18 @@ class Setting:
     degradation: Degradation  # how the clean image is degraded (SR: the kernel is learned)
 
 
+SR_KERNELS = ("delta", "round", "diagonal", "random")  # the SR suite's kernel kinds, in order
+
+
 def sr_kernel(kind: str, scale: int) -> str:
-    """The tables' SR kernels: delta, round Gaussian σ = r/2, diagonal σx 0.75·r, σy 0.3·r, 45°."""
+    """The tables' SR kernels: delta, round Gaussian σ = r/2, diagonal σx 0.75·r, σy 0.3·r, 45°,
+    and random: one seeded random anisotropic Gaussian per image (``Degradation.true_kernel``
+    draws it from the image's seed, so a rerun degrades it identically)."""
     specs = {
         "delta": "delta",
         "round": f"gaussian:{scale / 2:g}",
         "diagonal": f"gaussian:{0.75 * scale:g},{0.3 * scale:g},45",
+        "random": RANDOM,
     }
     return specs[kind]
 
@@ -80,7 +93,7 @@ SUITES: dict[str, tuple[Setting, ...]] = {
             degradation=Degradation(task="sr", scale=r, degrade_kernel=sr_kernel(k, r)),
         )
         for r in (2, 4)
-        for k in ("delta", "round", "diagonal")
+        for k in SR_KERNELS
     ),
 }
 
@@ -122,6 +135,7 @@ def output_name(setting: Setting, method: str, image: str) -> str:
 
 
 def base_row(item: BenchItem, method: str) -> dict:
+    kernel = dict.fromkeys(KERNEL_SCORES) if item.suite == "sr" else {}
     return {
         "suite": item.suite,
         "method": method,
@@ -141,7 +155,7 @@ def base_row(item: BenchItem, method: str) -> dict:
         "config_hash": item.digests[method],
         "output": output_name(item.setting, method, item.image),
         "worker": f"{socket.gethostname()}:{os.getpid()}",
-    }
+    } | kernel
 
 
 def _scores(restored: np.ndarray, truth: np.ndarray, obs) -> dict:
@@ -166,6 +180,10 @@ def _neural(
         result = fit(obs, config, seed=item.seed, ground_truth=truth)
     params = f"{config.model.method}, {config.optim.steps} steps, config {item.digests[method]}"
     extra = {"params": params, "parameters": result.parameters, "packed": result.packed}
+    if item.suite == "sr":
+        true_kernel = item.setting.degradation.true_kernel(item.seed)
+        scores = kernel_scores(learned_kernel(result), true_kernel)
+        extra |= {k: None if v is None else round(v, 6) for k, v in scores.items()}
     return result.image, extra, result.history
 
 
@@ -200,12 +218,21 @@ def _set_threads(item: BenchItem) -> None:
         torch.set_num_threads(item.threads)
 
 
+def kernel_name(setting: Setting, image: str) -> str:
+    """Where an SR setting's true kernel of ``image`` is written (beside its truth image)."""
+    return f"{setting.name}/truth/{PurePosixPath(image).with_suffix('.npy')}"
+
+
 def _write_inputs(item: BenchItem, obs, truth) -> None:
     if item.write_inputs:
         item.output.write(
             output_name(item.setting, "input", item.image), encode_image(obs.image, PNG)
         )
         item.output.write(output_name(item.setting, "truth", item.image), encode_image(truth, PNG))
+        if item.suite == "sr":
+            buffer = io.BytesIO()
+            np.save(buffer, item.setting.degradation.true_kernel(item.seed))
+            item.output.write(kernel_name(item.setting, item.image), buffer.getvalue())
 
 
 def run_item(item: BenchItem) -> list[RowOutcome]:

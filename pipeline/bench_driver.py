@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from knitwork.config import Config
 from knitwork.io import DEFAULT_MAX_PIXELS, atomic_file
 from pipeline.bench import (
+    KERNEL_SCORES,
     ROWS_NAME,
     SUITES,
     BenchItem,
@@ -47,7 +48,7 @@ from pipeline.driver import (
 from pipeline.storage import IMAGE_EXTENSIONS, StorageError, open_storage
 from pipeline.tracking import Tracker, flatten, metric_key, tracking_uri
 
-SCORES = ("psnr", "ssim", "psnr_hole", "ssim_hole", "seconds")
+SCORES = ("psnr", "ssim", "psnr_hole", "ssim_hole", "seconds", *KERNEL_SCORES)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -296,13 +297,16 @@ def means_metrics(rows: list[dict]) -> dict[str, float]:
 
 def table(rows: list[dict], suite: str) -> str:
     """Mean scores per setting and method, settings in the rows' order; * marks each
-    setting's best (hole PSNR for inpainting, PSNR otherwise). Denoising adds the Knitwork's
+    setting's best (hole PSNR for inpainting, PSNR otherwise). SR adds the mean learned
+    kernel's error and the delta start's (``kernel_scores``). Denoising adds the Knitwork's
     paired PSNR differences (``paired_table``)."""
     key = "psnr_hole" if suite == "inpaint" else "psnr"
     stats = means(rows)
+    kernels = suite == "sr"
     lines = [
         f"{'setting':12s} {'method':14s} {'PSNR':>7s} {'SSIM':>6s} {'hole PSNR':>9s} "
         f"{'hole SSIM':>9s} {'s/img':>7s} {'n':>3s}"
+        + (f" {'kernel err':>10s} {'start':>6s}" if kernels else "")
     ]
     for setting in dict.fromkeys(r["setting"] for r in rows):
         here = {m: v for (s, m), v in stats.items() if s == setting}
@@ -315,10 +319,16 @@ def table(rows: list[dict], suite: str) -> str:
                 f"{setting:12s} {method:14s} {_f(v['psnr'])}{mark if key == 'psnr' else ' '}"
                 f"{_f(v['ssim'], 6, 3)} {_f(v['psnr_hole'], 8)}{mark if key != 'psnr' else ' '}"
                 f"{_f(v['ssim_hole'], 9, 3)} {_f(v['seconds'], 7, 1)} {v['images']:3d}"
+                + (_kernel_columns(v) if kernels else "")
                 + (f"  ({v['failed']} failed)" if v["failed"] else "")
             )
     comparison = paired_table(rows, suite) if suite == "denoise" else ""
     return "\n".join(lines + (["", comparison] if comparison else []))
+
+
+def _kernel_columns(scores: dict) -> str:
+    """SR: the mean kernel error and the delta start's (– where no kernel was learned)."""
+    return f" {_f(scores['kernel_error'], 10, 3)} {_f(scores['kernel_error_start'], 6, 3)}"
 
 
 @dataclass(frozen=True)

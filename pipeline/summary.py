@@ -33,7 +33,15 @@ def aggregate(summary: BatchSummary) -> dict[str, float]:
     out: dict[str, float] = {k: float(summary.count(k)) for k in ("ok", "failed", "skipped")}
     if ran and summary.seconds > 0:
         out["images_per_minute"] = len(ran) / (summary.seconds / 60)
-    for key in ("psnr", "ssim", "psnr_hole", "ssim_hole", "reference_psnr", "seconds"):
+    for key in (
+        "psnr",
+        "ssim",
+        "psnr_hole",
+        "ssim_hole",
+        "reference_psnr",
+        "kernel_error",
+        "seconds",
+    ):
         values = [
             r.metrics[key]
             for r in summary.records

@@ -96,6 +96,11 @@ def _ground_truth(job: Job, shape: tuple[int, int]) -> np.ndarray | None:
     return truth
 
 
+def true_kernel(job: Job) -> np.ndarray | None:
+    """The kernel that made a synthetic SR input (a learned one is scored against it)."""
+    return job.degradation.true_kernel(job.seed) if job.synthetic and job.task == "sr" else None
+
+
 def _failed(record: Record, err: Exception, start: float) -> Outcome:
     record.error = f"{type(err).__name__}: {err}"
     if not isinstance(err, ValueError | OSError):
@@ -185,7 +190,7 @@ def _finish(p: _Prepared, result: FitResult) -> Outcome:
     job.output.write(job.name, kio.encode_image(result.image, job.name, depth))
     base.status = "ok"
     base.worker_peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    base.metrics = fit_metrics(result, obs, p.truth) | {"packed": result.packed}
+    base.metrics = fit_metrics(result, obs, p.truth, true_kernel(job)) | {"packed": result.packed}
     base.seconds = time.perf_counter() - p.start
     artifacts = {
         "restored.png": kio.encode_image(result.image, ".png"),

@@ -186,3 +186,13 @@ def test_a_tracking_uri_with_credentials_is_never_echoed(tmp_path):
     assert "0 ok, 0 failed, 1 skipped" in result.stdout
     assert "MLflow tracking at http://ann:***@127.0.0.1" in result.stderr
     assert SECRET not in result.stdout + result.stderr
+
+
+def test_bench_help_names_the_random_kernels_and_the_kernel_error():
+    out = subprocess.run(
+        [sys.executable, "-m", "knitwork_cli", "bench", "quality", "--help"],
+        capture_output=True,
+        text=True,
+    )
+    for phrase in ("x2/random", "x4/random", "kernel_error", "kernel_error_start"):
+        assert phrase in out.stdout, phrase

@@ -332,3 +332,35 @@ def test_render_scales_the_fitted_size(saved_model, tmp_path):
     result = run("render", saved_model, "--scale", "1.5", "-o", tmp_path / "big.png")
     assert result.returncode == 0, result.stderr
     assert load_image(tmp_path / "big.png").pixels.shape == (24, 24, 3)
+
+
+def test_synthetic_sr_scores_a_learned_kernel_against_the_true_one(clean_png, tmp_path):
+    """Blind: kernel_error and its delta start's are finite floats ≥ 0; a known kernel (the
+    per-image random one, given to the fit) has none; a denoising fit has no such keys."""
+    common = ("--synthetic", "--steps", "2", "--quiet", "--seed", "3")
+    scored = {}
+    for label, kernel in (("blind", "learned"), ("known", "random")):
+        metrics = tmp_path / f"{label}.json"
+        result = run(
+            "fit", clean_png, "--task", "sr", "--scale", "2", "--kernel", kernel,
+            "--degrade-kernel", "random", *common, "-o", tmp_path / f"{label}.png",
+            "--metrics-json", metrics,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        scored[label] = json.loads(metrics.read_text()), result.stdout
+    blind, printed = scored["blind"]
+    assert blind["kernel"] == "learned"
+    for key in ("kernel_error", "kernel_error_start"):
+        assert isinstance(blind[key], float) and np.isfinite(blind[key]) and blind[key] >= 0
+    assert "kernel_error=" in printed and "kernel_error_start=" in printed
+    known, _ = scored["known"]
+    assert known["kernel"] == "known"
+    assert known["kernel_error"] is None and known["kernel_error_start"] is None
+
+    metrics = tmp_path / "denoise.json"
+    result = run(
+        "fit", clean_png, "--task", "denoise", *common, "-o", tmp_path / "d.png",
+        "--metrics-json", metrics,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "kernel_error" not in json.loads(metrics.read_text())

@@ -196,3 +196,52 @@ def test_unsafe_s3_keys_fail_alone_in_the_bench_and_a_rerun_finishes(
     assert [n for n in written if n.startswith("sigma=25/nlm/")] == [
         "sigma=25/nlm/bird.png", "sigma=25/nlm/w.png"
     ]  # fmt: skip
+
+
+def test_sr_random_kernels_are_drawn_per_image_and_scored_and_reruns_skip_them(
+    tmp_path, ray_cluster, tracking, capsys
+):
+    """x2/random and x4/random: each image's own seeded random kernel (written beside its
+    truth), the same on a rerun, which skips every row; the Knitwork's rows score its learned
+    kernel (kernel_error, and the delta start's), bicubic's have none."""
+    from knitwork.kernels import random_kernel
+
+    names = write_clean(tmp_path / "clean", SIZES["sr"])
+    extra = ("--settings", "x2/random,x4/random", "--methods", "knitwork,bicubic")
+    code, output, report = bench(tmp_path, "sr", *extra)
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "8 rows (8 computed now, 0 failed)" in out and "kernel err" in out
+    rows = json.loads(report.read_text())["rows"]
+    for row in rows:
+        assert row["status"] == "ok", row
+        if row["method"] == "bicubic":
+            assert row["kernel_error"] is None and row["kernel_error_start"] is None
+            continue
+        for key in ("kernel_error", "kernel_error_start"):
+            assert isinstance(row[key], float) and np.isfinite(row[key]) and row[key] >= 0
+    kernels = {}
+    for setting, scale in (("x2/random", 2), ("x4/random", 4)):
+        for name in names:
+            path = output / setting / "truth" / Path(name).with_suffix(".npy")
+            seed = next(r["seed"] for r in rows if r["image"] == name)
+            kernels[setting, name] = (path.read_bytes(), path.stat().st_mtime_ns)
+            assert np.array_equal(np.load(path), random_kernel(seed, scale))
+        first, second = (np.load(output / setting / "truth" / f"{Path(n).stem}.npy") for n in names)
+        assert first.shape != second.shape or not np.allclose(first, second)
+        starts = [r["kernel_error_start"] for r in rows if r["setting"] == setting]
+        assert len({s for s in starts if s is not None}) == 2  # one truth per image
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking)
+    child = client.get_run(next(r["mlflow_run_id"] for r in rows if r["method"] == "knitwork"))
+    assert np.isfinite(child.data.metrics["kernel_error"])
+
+    code, _, report = bench(tmp_path, "sr", *extra)
+    assert code == 0
+    assert "8 rows (0 computed now, 0 failed)" in capsys.readouterr().out
+    assert json.loads(report.read_text())["rows"] == rows
+    for (setting, name), (data, mtime) in kernels.items():
+        path = output / setting / "truth" / Path(name).with_suffix(".npy")
+        assert (path.read_bytes(), path.stat().st_mtime_ns) == (data, mtime)

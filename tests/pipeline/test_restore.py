@@ -384,3 +384,24 @@ def test_super_resolution_batch_logs_the_learned_kernel(ray_cluster, tracking, t
     client, runs = child_runs(tracking, summary.parent_run_id)
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
     assert {"kernel.npy", "kernel.png", "restored.png"} <= artifacts
+
+
+def test_synthetic_blind_sr_records_its_kernel_error_in_the_manifest_and_mlflow(
+    ray_cluster, tracking, tmp_path
+):
+    write_images(tmp_path / "in", names=("s.png", "t.png"))
+    sr = shrink(get_preset("fast-sr"), steps=2)
+    summary = restore(
+        options(tmp_path / "in", tmp_path / "out", task="sr", config=sr, degrade_kernel="random")
+    )
+    assert summary.count("ok") == 2
+    for record in manifest(tmp_path / "out"):
+        for key in ("kernel_error", "kernel_error_start"):
+            value = record["metrics"][key]
+            assert isinstance(value, float) and value >= 0
+    starts = {r.metrics["kernel_error_start"] for r in summary.records}
+    assert len(starts) == 2  # each image its own random kernel
+    _, runs = child_runs(tracking, summary.parent_run_id)
+    assert len(runs) == 2
+    for run in runs:
+        assert {"kernel_error", "kernel_error_start", "psnr"} <= run.data.metrics.keys()
