@@ -27,7 +27,9 @@ optim.d_lr on top of --preset (default fast-TASK); --space extended adds the Fou
 the patch scales and the number of steps, and --space FILE.yaml defines any other (see
 docs/tune.md). Trials run on Ray (a local cluster unless --address or RAY_ADDRESS), one CPU
 each; Tune keeps its state in --storage/--name (local or s3://), and --resume finishes an
-interrupted search from there.
+interrupted search from there. Credentials in the S3 endpoint URL (http://KEY:SECRET@host)
+are moved into AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for the run (replacing a different
+pair there), so that Tune's state holds no secret.
 
 Outputs, in --output (default: the search's folder, STORAGE/NAME): best-TASK.yaml (a preset
 for `knitwork fit|restore --preset-file`), trials.csv, objective.png. MLflow: a parent run per
@@ -82,6 +84,7 @@ def add_tune(sub: argparse._SubParsersAction) -> None:
 
 
 def run_tune(args: argparse.Namespace) -> int:
+    from knitwork_cli.environment import s3_credentials_to_environment
     from tune.outputs import summary_table
     from tune.search import SearchOptions, new_definition, run_search
     from tune.space import resolve_space
@@ -102,6 +105,9 @@ def run_tune(args: argparse.Namespace) -> int:
         resume=args.resume, cluster=cluster_from(args), s3_endpoint_url=args.s3_endpoint_url,
         track=not args.no_tracking,
     )  # fmt: skip
+    warning = s3_credentials_to_environment(args.s3_endpoint_url)  # before Ray starts
+    if warning:
+        print(warning, file=sys.stderr)
     outcome = run_search(options)
     if outcome.interrupted:
         print(

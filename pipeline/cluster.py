@@ -2,7 +2,8 @@
 
 `connect` joins the cluster named by ``--address`` (or RAY_ADDRESS), or else starts a local
 cluster of this machine that listens on 127.0.0.1 only; it never joins a cluster merely because
-Ray's temp dir names one. `task_options` and `in_flight_limit` size the tasks for the cluster
+Ray's temp dir names one; Ray's own console messages on the driver follow the level of the
+`RAY_CONSOLE` logger. `task_options` and `in_flight_limit` size the tasks for the cluster
 found, and `submit_all` runs them with a bounded number in flight.
 
 Ray is imported only inside the functions: Ray reads part of its environment when it is first
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
 import os
 import socket
 import sys
@@ -34,6 +36,9 @@ WAIT_SECONDS = 2.0  # each ray.wait returns at least this often (progress bars r
 RESULT_SECONDS = 60.0  # ray.get of a finished task's result
 START_HINT = "ray start --head --node-ip-address 127.0.0.1 --port 6379"
 LOOPBACK_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# Enabled for INFO (`knitwork --verbose` sets it so): Ray's INFO lines and its raylets' messages
+# on the driver's console. Otherwise (Python's default, WARNING) `connect` keeps them off.
+RAY_CONSOLE = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -119,17 +124,45 @@ def connect(options: ClusterOptions) -> Iterator[ModuleType]:
         yield ray
         return
     address = named_address(options)
-    if address is None:
-        _start_local(ray)
-    else:
-        _join(ray, address, "--address" if options.address else "RAY_ADDRESS")
+    verbose = RAY_CONSOLE.isEnabledFor(logging.INFO)
+    shown = _show_raylet_messages(verbose)
     try:
-        yield ray
+        if address is None:
+            _start_local(ray, verbose)
+        else:
+            _join(ray, address, "--address" if options.address else "RAY_ADDRESS", verbose)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
     finally:
-        ray.shutdown()
+        _show_raylet_messages(shown)
 
 
-def _start_local(ray: ModuleType) -> None:
+def _console(verbose: bool) -> dict[str, Any]:
+    """ray.init keywords for the driver's console: no output of tasks (``log_to_driver``), and
+    Ray's own logger at WARNING unless ``verbose`` (no "Started a local Ray instance")."""
+    return {"log_to_driver": False, "logging_level": logging.INFO if verbose else logging.WARNING}
+
+
+def _show_raylet_messages(shown: bool) -> bool:
+    """Whether Ray prints its raylets' messages on the driver, set to ``shown``; returns what it
+    was. Ray prints them ("A worker died or was killed while executing a task ...", "Task ...
+    failed. There are 2 retries remaining ...", with the task's traceback) to stdout from a
+    thread of its own, past its logger and ``log_to_driver``: its module flag, the one Ray's
+    debugger turns off, is the only switch. What matters reaches the summary anyway (a task
+    retried in time is an image restored; one that failed for good, a failed image with its
+    error), so they are shown only when ``RAY_CONSOLE`` is enabled for INFO. Scoped to one
+    connection: `connect` puts the flag back."""
+    from ray._private import worker
+
+    before = getattr(worker, "_worker_logs_enabled", True)
+    if hasattr(worker, "_worker_logs_enabled"):
+        worker._worker_logs_enabled = shown
+    return before
+
+
+def _start_local(ray: ModuleType, verbose: bool) -> None:
     missing = _missing_environment(local_cluster_environment())
     if missing:
         raise ClusterError(
@@ -144,8 +177,8 @@ def _start_local(ray: ModuleType) -> None:
             num_cpus=os.cpu_count() or 1,
             object_store_memory=LOCAL_OBJECT_STORE_BYTES,
             include_dashboard=False,
-            log_to_driver=False,
             _node_ip_address=LOOPBACK_IP,
+            **_console(verbose),
         )
     except Exception as err:
         ray.shutdown()  # whatever was started
@@ -159,7 +192,7 @@ def _start_local(ray: ModuleType) -> None:
         )
 
 
-def _join(ray: ModuleType, address: str, source: str) -> None:
+def _join(ray: ModuleType, address: str, source: str, verbose: bool) -> None:
     """ray.init on a named cluster, after checking, within PROBE_SECONDS, that it answers."""
     missing = _missing_environment(_join_environment(address))
     if missing:
@@ -178,7 +211,7 @@ def _join(ray: ModuleType, address: str, source: str) -> None:
             _unreachable(address, source, f"connecting to {host}:{port}: {err}")
         ) from err
     try:
-        _keeping_environment(ray.init, address=target, log_to_driver=False)
+        _keeping_environment(ray.init, address=target, **_console(verbose))
     except Exception as err:
         ray.shutdown()
         raise ClusterError(_unreachable(address, source, f"ray.init({target!r}): {err}")) from err

@@ -2,9 +2,16 @@
 
 The endpoint is the one `open_storage` uses (``--s3-endpoint-url``, else ``AWS_ENDPOINT_URL``).
 pyarrow takes a bare host[:port] as its endpoint, so an endpoint URL that carries credentials
-(``http://KEY:SECRET@host:port``) is split: the host goes to pyarrow as the endpoint and the
-credentials as the access and secret keys, never as part of a host name that would reach
-DNS lookups and error messages.
+(``http://KEY:SECRET@host:port``) gives pyarrow its host alone, never a host name that would
+reach DNS lookups and error messages.
+
+The filesystem is never given keys: Ray Tune pickles it into its state files (tuner.pkl,
+experiment_state-*.json, basic-variant-state-*.json), and an ``S3FileSystem`` pickles the keys
+it was given, while one built without them takes AWS's default chain (AWS_ACCESS_KEY_ID /
+AWS_SECRET_ACCESS_KEY, a profile, ...) wherever it is unpickled and stores nothing. The
+``knitwork`` command moves the URL's credentials into those variables before Ray starts
+(`knitwork_cli.environment.s3_credentials_to_environment`); other callers do the same, or get
+a StorageError rather than a secret written beside the results.
 """
 
 from __future__ import annotations
@@ -30,8 +37,8 @@ def ray_storage(uri: str, endpoint: str | None):
 
 def s3_filesystem_options(endpoint: str) -> dict[str, str]:
     """pyarrow ``S3FileSystem`` arguments for an endpoint URL: ``endpoint_override`` is its
-    host[:port] only and ``scheme`` its scheme; a key and secret in the URL (URL-encoded)
-    become ``access_key``/``secret_key``, else pyarrow takes AWS's default chain."""
+    host[:port] only and ``scheme`` its scheme; no keys (AWS's default chain). Raises
+    StorageError when the URL carries credentials that are not those of the environment."""
     url = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
     try:
         host, port = url.hostname or "", url.port
@@ -39,26 +46,16 @@ def s3_filesystem_options(endpoint: str) -> dict[str, str]:
         raise StorageError(f"{redact(endpoint)}: not a valid S3 endpoint URL") from None
     if not host:
         raise StorageError(f"{redact(endpoint)}: no host in the S3 endpoint URL")
+    if url.username and url.password is not None:
+        credentials = unquote(url.username), unquote(url.password)
+        environment = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+        if credentials != environment:
+            raise StorageError(
+                f"the S3 endpoint {redact(endpoint)} carries credentials that are not those "
+                "of AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY: Ray Tune would store them in its "
+                "state files; put them in those variables (the knitwork command does)"
+            )
     host = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
     options = {"endpoint_override": host if port is None else f"{host}:{port}"}
     options["scheme"] = url.scheme or "https"
-    if url.username and url.password is not None:
-        options["access_key"] = unquote(url.username)
-        options["secret_key"] = unquote(url.password)
     return options
-
-
-def credentials_warning(uri: str, endpoint: str | None) -> str | None:
-    """A warning when Tune's state goes to S3 through an endpoint URL with credentials: Ray
-    Tune pickles its storage filesystem, keys included, into the state it keeps there
-    (tuner.pkl, experiment_state-*.json), so the secret is stored beside the results."""
-    endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL") or None
-    if not (uri.startswith("s3://") and endpoint):
-        return None
-    if "secret_key" not in s3_filesystem_options(endpoint):
-        return None
-    return (
-        f"warning: the S3 endpoint {redact(endpoint)} carries credentials; Ray Tune keeps them "
-        f"in its state files (tuner.pkl, experiment_state-*.json) under {uri}: prefer "
-        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile"
-    )

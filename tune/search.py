@@ -27,7 +27,7 @@ from pipeline.driver import image_seed
 from pipeline.storage import StorageError, open_storage
 from pipeline.tracking import flatten, tracking_uri
 from tune import outputs
-from tune.s3 import credentials_warning, ray_storage
+from tune.s3 import ray_storage
 from tune.space import Param, default_space, max_steps, parse_space, space_spec, to_tune
 from tune.trial import Case, TrialSetup, objective_label
 
@@ -332,9 +332,6 @@ def _search(
         f"scheduler {d.scheduler}, reports every {every} steps; Tune state in {uri}",
         file=sys.stderr,
     )
-    warning = credentials_warning(uri, options.s3_endpoint_url)
-    if warning:
-        print(warning, file=sys.stderr)
     grid = build_tuner(options, setup, resources, callback, restore).fit()
     outcome = SearchOutcome(definition=d, experiment_path=uri, parent_run_id=d.parent_run_id)
     if unfinished_trials(options):
