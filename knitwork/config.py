@@ -25,6 +25,7 @@ Schedule = Literal["joint", "alternate"]
 Precision = Literal["fp32", "bf16", "auto"]
 EarlyStop = Literal["none", "noise", "holdout"]
 LrDecay = Literal["none", "cosine"]
+BlindKernel = Literal["learn", "estimate"]
 
 
 class _Checked:
@@ -156,6 +157,10 @@ class ModelConfig(_Checked):
     discriminator_hidden: tuple[int, ...] = (256, 256, 128, 64, 32, 16)  # LeakyReLU(0.2) layers
     kernel_layers: tuple[int, ...] = (7, 5, 3, 1, 1, 1)  # SR learned kernel: conv sizes (KernelGAN)
     kernel_width: int = 64  # SR learned kernel: channels of the deep linear conv stack
+    # blind SR: "learn" the kernel with the image (a deep linear stack from a delta start, as
+    # the paper), or "estimate" it from the LR image's spectrum first and fit the image with
+    # it as a known kernel (knitwork.kernel_estimation)
+    blind_kernel: BlindKernel = "learn"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -68,10 +68,11 @@ def comparison(obs: Observation, result: FitResult, truth: np.ndarray | None) ->
 
 
 def learned_kernel(result: FitResult) -> np.ndarray | None:
-    """The composed kernel a super-resolution fit learned, or None."""
+    """The kernel a blind super-resolution fit found (learned with the image, or estimated
+    before it), or None for a fit given its kernel."""
     downsampler = result.model.downsampler
     if downsampler is None:
-        return None
+        return result.kernel
     with torch.no_grad():
         return downsampler.kernel().cpu().numpy()
 

@@ -31,6 +31,9 @@ class FitResult:
     # an ensemble (``optim.ensemble``): how many fits the images average; ``model``, ``history``
     # and ``stopped_at`` are the first member's, ``seconds`` the whole ensemble's
     members: int = 1
+    # blind SR with ``model.blind_kernel = "estimate"``: the kernel estimated before the fit
+    # (the fit used it as a known kernel)
+    kernel: np.ndarray | None = None
 
     @property
     def steps(self) -> int:

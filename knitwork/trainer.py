@@ -18,6 +18,7 @@ import torch
 
 from knitwork.config import Config
 from knitwork.device import fast_bf16, resolve_device
+from knitwork.kernel_estimation import estimate_kernel
 from knitwork.kernels import downsample, gaussian_kernel, lr_coordinates
 from knitwork.losses import Targets, discriminator_loss, generator_losses
 from knitwork.memory import StepPlan, budget_bytes, plan_steps
@@ -67,6 +68,15 @@ class Trainer:
                 "model.encoding.choices (held-out selection) runs through knitwork.fit.fit or "
                 "knitwork.packs.fit_packed; a Trainer fits one scale: leave choices empty"
             )
+        self.estimated = None  # blind SR's kernel estimated before the fit, if it was
+        if (
+            observation.task == "sr"
+            and observation.kernel is None
+            and config.model.method == "knitwork"
+            and config.model.blind_kernel == "estimate"
+        ):
+            self.estimated = estimate_kernel(observation.image, observation.scale)
+            observation = dataclasses.replace(observation, kernel=self.estimated)
         self.observation, self.config, self.seed = observation, config, seed
         self.ground_truth = ground_truth
         self.device = resolve_device(config.optim.device)
@@ -405,6 +415,7 @@ class Trainer:
             stopped_at=self.stopped_at,
             crop=self.plan.crop,
             packed=self.packed,
+            kernel=self.estimated,
         )
 
     def state_dict(self) -> dict[str, Any]:

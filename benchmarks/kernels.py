@@ -1,0 +1,240 @@
+"""Blind super-resolution's kernel: the spectral estimate (``model.blind_kernel = "estimate"``)
+against the kernel learned with the image and the true kernel, on a reduced protocol.
+
+    python benchmarks/kernels.py estimate [--images ../shared/datasets/tuning] [--side 256]
+    python benchmarks/kernels.py fits [--images ../shared/datasets/tuning] [--names a.jpg,b.jpg]
+        [--side 128] [--steps 300] [--modes estimate,learn,known]
+        [--kinds round,diagonal,random] [--scales 2,4]
+
+Images: each one's centre square, resized (PIL bicubic) to --side × --side: the HR truth. It
+is downsampled by ×2 and ×4 with each kernel kind: delta, round Gaussian σ = r/2, diagonal
+Gaussian σx 0.75·r, σy 0.3·r at 45°, and random (``kernels.random_kernel`` drawn from the
+CRC32 of the image's name). ``estimate`` only estimates kernels (seconds); ``fits`` runs
+`fast-sr` blind with each --modes (estimate: the spectral estimate as a known kernel; learn:
+the deep linear kernel learned with the image; known: the true kernel given) and bicubic, one
+torch thread per fit, caching each row in out/kernels/rows.jsonl so a rerun (or another lane
+on other --names) only computes what is new. Both publish their table in
+docs/benchmarks/sr-kernels.md: kernel error (``kernels.kernel_error``) beside the delta
+start's, PSNR differences with their paired standard error over images, win counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import statistics
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from machine import describe, publish_section
+from PIL import Image
+
+from knitwork.fit import fit
+from knitwork.kernel_estimation import estimate_kernel
+from knitwork.kernels import (
+    bicubic_upsample,
+    degrade_sr,
+    delta_kernel,
+    gaussian_kernel,
+    kernel_error,
+    random_kernel,
+)
+from knitwork.metrics import psnr
+from knitwork.presets import get_preset
+from knitwork.report import learned_kernel
+from knitwork.tasks import observe
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks" / "sr-kernels.md"
+ROWS = ROOT / "out" / "kernels" / "rows.jsonl"
+TITLE = "Blind SR kernels: estimated, learned, true (reduced protocol, tuning set)"
+SCALES = (2, 4)
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def load_square(path: Path, side: int) -> np.ndarray:
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        s = min(img.size)
+        left, top = (img.width - s) // 2, (img.height - s) // 2
+        img = img.crop((left, top, left + s, top + s)).resize((side, side), Image.BICUBIC)
+    return np.asarray(img, np.float32) / 255
+
+
+def true_kernel(kind: str, scale: int, name: str) -> np.ndarray:
+    if kind == "delta":
+        return delta_kernel()
+    if kind == "round":
+        return gaussian_kernel(scale / 2)
+    if kind == "diagonal":
+        return gaussian_kernel(0.75 * scale, 0.3 * scale, math.radians(45))
+    return random_kernel(zlib.crc32(name.encode()), scale)
+
+
+def images(folder: Path, names: str | None) -> list[Path]:
+    chosen = names.split(",") if names else None
+    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS)
+    return [p for p in found if chosen is None or p.name in chosen]
+
+
+def paired(a: list[float], b: list[float]) -> str:
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
+    wins = sum(x > 0 for x in d)
+    return f"{statistics.fmean(d):+.2f} ± {se:.2f} ({wins}/{len(d)})"
+
+
+def run_estimate(args: argparse.Namespace) -> None:
+    paths = images(Path(args.images), args.names)
+    lines = [
+        f"Command: `python benchmarks/kernels.py estimate --images {args.images} --side "
+        f"{args.side}`  ",
+        f"Machine: {describe()}.  ",
+        f"Images: {len(paths)} ({', '.join(p.name for p in paths)}), centre squares at "
+        f"{args.side} px (HR). Kernel error: ||k − t||² / ||t||² at the best whole-pixel shift "
+        "(0 = the truth); the delta start is what plain subsampling (the learned kernel's "
+        "start) scores. Wins: images where the estimate scores below half the delta start's error.",
+        "",
+        "| setting | estimate: mean | median | worst | delta start: mean | wins | seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for scale in SCALES:
+        for kind in ("delta", "round", "diagonal", "random"):
+            errors, starts, seconds = [], [], []
+            for path in paths:
+                truth = true_kernel(kind, scale, path.name)
+                _, low = degrade_sr(load_square(path, args.side), scale, truth)
+                start = time.perf_counter()
+                estimate = estimate_kernel(low, scale)
+                seconds.append(time.perf_counter() - start)
+                errors.append(kernel_error(estimate, truth))
+                starts.append(kernel_error(delta_kernel(), truth))
+            wins = sum(e < s / 2 for e, s in zip(errors, starts, strict=True))
+            lines.append(
+                f"| x{scale}/{kind} | {statistics.fmean(errors):.3f} | "
+                f"{statistics.median(errors):.3f} | {max(errors):.3f} | "
+                f"{statistics.fmean(starts):.3f} | {wins}/{len(paths)} | "
+                f"{statistics.fmean(seconds):.3f} |"
+            )
+    publish_section(DOC, f"estimate-{args.side}", lines, TITLE)
+
+
+def fit_row(path: Path, scale: int, kind: str, mode: str, args: argparse.Namespace) -> dict:
+    truth = true_kernel(kind, scale, path.name)
+    hr, low = degrade_sr(load_square(path, args.side), scale, truth)
+    base = get_preset("fast-sr").with_steps(args.steps).with_device("cpu")
+    if mode == "bicubic":
+        return {"psnr": psnr(bicubic_upsample(low, scale), hr), "seconds": 0.0}
+    if mode == "known":
+        obs, config = observe("sr", low, scale=scale, kernel=truth), base
+    else:
+        obs = observe("sr", low, scale=scale)
+        config = base.replace(model=dataclasses.replace(base.model, blind_kernel=mode))
+    start = time.perf_counter()
+    result = fit(obs, config, seed=0)
+    row = {"psnr": psnr(result.image, hr), "seconds": time.perf_counter() - start}
+    kernel = learned_kernel(result)
+    if kernel is not None:
+        row["kernel_error"] = kernel_error(kernel, truth)
+    return row
+
+
+def run_fits(args: argparse.Namespace) -> None:
+    torch.set_num_threads(1)
+    ROWS.parent.mkdir(parents=True, exist_ok=True)
+    cache = {}
+    if ROWS.exists():
+        for line in ROWS.read_text().splitlines():
+            row = json.loads(line)
+            cache[row["key"]] = row
+    modes = ["bicubic", *args.modes.split(",")]
+    paths = images(Path(args.images), args.names)
+    for scale in (int(v) for v in args.scales.split(",")):
+        for kind in args.kinds.split(","):
+            for path in paths:
+                for mode in modes:
+                    key = f"{path.name}|{args.side}|{args.steps}|x{scale}/{kind}|{mode}"
+                    if key in cache:
+                        continue
+                    row = {"key": key, **fit_row(path, scale, kind, mode, args)}
+                    cache[key] = row
+                    with ROWS.open("a") as out:
+                        out.write(json.dumps(row) + "\n")
+                    print(json.dumps(row), flush=True)
+    publish_fits(args, cache, modes)
+
+
+def publish_fits(args: argparse.Namespace, cache: dict, modes: list[str]) -> None:
+    """The table over every image the cache holds for these settings and modes."""
+    lines = [
+        f"Command: `python benchmarks/kernels.py fits --images {args.images} --side {args.side} "
+        f"--steps {args.steps} --modes {args.modes} --kinds {args.kinds}` (run in lanes by "
+        "--names and --scales; the table covers every image with all modes cached).  ",
+        f"Machine: {describe()}, one torch thread per fit, two fits at a time.  ",
+        f"Protocol: `fast-sr` with {args.steps} steps (the preset has 500), HR {args.side} px "
+        "centre squares, seed 0. PSNR differences: mean ± paired standard error over images "
+        "(wins).",
+        "",
+        "| setting | images | bicubic | "
+        + " | ".join(m for m in modes[1:])
+        + " | "
+        + " | ".join(f"{m} − bicubic" for m in modes[1:])
+        + " | estimate − learn | estimate − known | kernel error ("
+        + ", ".join(m for m in modes[1:] if m != "known")
+        + ") |",
+        "|" + "---|" * (3 + 2 * (len(modes) - 1) + 3),
+    ]
+    for scale in SCALES:
+        for kind in args.kinds.split(","):
+            setting = f"x{scale}/{kind}"
+            table: dict[str, dict[str, dict]] = {}
+            for row in cache.values():
+                name, side, steps, s, mode = row["key"].split("|")
+                if (side, steps, s) == (str(args.side), str(args.steps), setting):
+                    table.setdefault(name, {})[mode] = row
+            full = [n for n in sorted(table) if all(m in table[n] for m in modes)]
+            if not full:
+                continue
+            score = {m: [table[n][m]["psnr"] for n in full] for m in modes}
+            cells = [setting, str(len(full)), f"{statistics.fmean(score['bicubic']):.2f}"]
+            cells += [f"{statistics.fmean(score[m]):.2f}" for m in modes[1:]]
+            cells += [paired(score[m], score["bicubic"]) for m in modes[1:]]
+            for a, b in (("estimate", "learn"), ("estimate", "known")):
+                cells.append(paired(score[a], score[b]) if a in score and b in score else "–")
+            errs = [
+                statistics.fmean(table[n][m]["kernel_error"] for n in full)
+                for m in modes[1:]
+                if m != "known"
+            ]
+            start = statistics.fmean(
+                kernel_error(delta_kernel(), true_kernel(kind, scale, n)) for n in full
+            )
+            cells.append(", ".join(f"{e:.3f}" for e in errs) + f" (delta start {start:.2f})")
+            lines.append("| " + " | ".join(cells) + " |")
+    publish_section(DOC, f"fits-{args.side}-{args.steps}", lines, TITLE)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("what", choices=["estimate", "fits"])
+    p.add_argument("--images", default=str(ROOT.parent / "shared" / "datasets" / "tuning"))
+    p.add_argument("--names", help="only these files of --images (comma-separated)")
+    p.add_argument("--side", type=int)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--modes", default="estimate,learn,known")
+    p.add_argument("--kinds", default="round,diagonal,random")
+    p.add_argument("--scales", default="2,4", help="fits: the factors to run (lanes)")
+    args = p.parse_args(argv)
+    if args.side is None:
+        args.side = 256 if args.what == "estimate" else 128
+    (run_estimate if args.what == "estimate" else run_fits)(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
