@@ -27,12 +27,27 @@ import math
 
 import numpy as np
 
+from knitwork.config import Config
 from knitwork.kernels import gaussian_kernel
+from knitwork.tasks import Observation
 
 BAND = (0.05, 0.45)  # LR cycles per pixel: above the window's DC leak, short of the corners
 HARMONICS = 2  # angular terms cos 2nφ, sin 2nφ for n = 1 … this: the content's anisotropy
 SIGMA_RANGE = (0.2, 2.0)  # per unit of the factor for the upper end: σ in [0.2, 2·r] HR px
 MIN_SIDE = 8  # LR pixels: below this the spectrum has too few frequencies to fit
+
+
+def kernel_for(observation: Observation, config: Config) -> np.ndarray | None:
+    """The kernel a blind Knitwork SR fit with ``model.blind_kernel = "estimate"`` uses as
+    its known kernel; None for every other fit (which keeps its own kernel, or learns one)."""
+    if (
+        observation.task != "sr"
+        or observation.kernel is not None
+        or config.model.method != "knitwork"
+        or config.model.blind_kernel != "estimate"
+    ):
+        return None
+    return estimate_kernel(observation.image, observation.scale)
 
 
 def estimate_kernel(low: np.ndarray, scale: int) -> np.ndarray:

@@ -18,7 +18,7 @@ import torch
 
 from knitwork.config import Config
 from knitwork.device import fast_bf16, resolve_device
-from knitwork.kernel_estimation import estimate_kernel
+from knitwork.kernel_estimation import kernel_for
 from knitwork.kernels import downsample, gaussian_kernel, lr_coordinates
 from knitwork.losses import Targets, discriminator_loss, generator_losses
 from knitwork.memory import StepPlan, budget_bytes, plan_steps
@@ -68,14 +68,8 @@ class Trainer:
                 "model.encoding.choices (held-out selection) runs through knitwork.fit.fit or "
                 "knitwork.packs.fit_packed; a Trainer fits one scale: leave choices empty"
             )
-        self.estimated = None  # blind SR's kernel estimated before the fit, if it was
-        if (
-            observation.task == "sr"
-            and observation.kernel is None
-            and config.model.method == "knitwork"
-            and config.model.blind_kernel == "estimate"
-        ):
-            self.estimated = estimate_kernel(observation.image, observation.scale)
+        self.estimated = kernel_for(observation, config)  # blind SR's kernel, if estimated
+        if self.estimated is not None:
             observation = dataclasses.replace(observation, kernel=self.estimated)
         self.observation, self.config, self.seed = observation, config, seed
         self.ground_truth = ground_truth

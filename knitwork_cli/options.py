@@ -87,7 +87,9 @@ def add_degradation_options(
     p.add_argument(
         "--kernel",
         default=d.kernel,
-        help="sr: the downsampling kernel: learned (blind), delta, gaussian:SIGMA, "
+        help="sr: the downsampling kernel: learned (blind: learned with the image, or "
+        "estimated from the input's spectrum first where the preset sets model.blind_kernel: "
+        "estimate), delta, gaussian:SIGMA, "
         f"gaussian:SX,SY,THETA (degrees), FILE.npy, or random (synthetic inputs: a seeded "
         f"random anisotropic Gaussian per image, as DIV2KRK draws them) [{d.kernel}]",
     )
