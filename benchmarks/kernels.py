@@ -11,7 +11,8 @@ is downsampled by ×2 and ×4 with each kernel kind: delta, round Gaussian σ = 
 Gaussian σx 0.75·r, σy 0.3·r at 45°, and random (``kernels.random_kernel`` drawn from the
 CRC32 of the image's name). ``estimate`` only estimates kernels (seconds); ``fits`` runs
 `fast-sr` blind with each --modes (estimate: the spectral estimate as a known kernel; learn:
-the deep linear kernel learned with the image; known: the true kernel given) and bicubic, one
+the deep linear kernel learned with the image; known: the true kernel given; a "+guide" suffix
+adds loss.sr_guide 1 fading over 100 steps) and bicubic, one
 torch thread per fit, caching each row in out/kernels/rows.jsonl so a rerun (or another lane
 on other --names) only computes what is new. Both publish their table in
 docs/benchmarks/sr-kernels.md: kernel error (``kernels.kernel_error``) beside the delta
@@ -132,11 +133,14 @@ def fit_row(path: Path, scale: int, kind: str, mode: str, args: argparse.Namespa
     base = get_preset("fast-sr").with_steps(args.steps).with_device("cpu")
     if mode == "bicubic":
         return {"psnr": psnr(bicubic_upsample(low, scale), hr), "seconds": 0.0}
-    if mode == "known":
+    kernel_mode, *extras = mode.split("+")  # "+guide": loss.sr_guide 1 over 100 steps
+    if "guide" in extras:
+        base = base.replace(loss=dataclasses.replace(base.loss, sr_guide=1.0, sr_guide_steps=100))
+    if kernel_mode == "known":
         obs, config = observe("sr", low, scale=scale, kernel=truth), base
     else:
         obs = observe("sr", low, scale=scale)
-        config = base.replace(model=dataclasses.replace(base.model, blind_kernel=mode))
+        config = base.replace(model=dataclasses.replace(base.model, blind_kernel=kernel_mode))
     start = time.perf_counter()
     result = fit(obs, config, seed=0)
     row = {"psnr": psnr(result.image, hr), "seconds": time.perf_counter() - start}

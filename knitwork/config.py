@@ -177,6 +177,12 @@ class LossConfig(_Checked):
     # denoising: take the discriminator's real patches from the noisy image blurred by a
     # Gaussian of this σ in pixels (pre-smoothed), not from the noisy image (0: as the paper)
     real_blur: float = 0.0
+    # SR (Knitwork): a pixel loss (``pixel``) to the bicubic upsampling of the LR image, weighted
+    # sr_guide at step 0 and fading linearly to 0 at step sr_guide_steps: a warm start that
+    # keeps the first steps near bicubic where the LR image does not decide (KernelGAN's
+    # bicubic loss, here for the image). 0: off
+    sr_guide: float = 0.0
+    sr_guide_steps: int = 100
     alpha_ramp: Ramp = "none"  # "none", or "sigmoid": α·sigmoid((step − mid) / width)
     alpha_ramp_mid: int = 1000  # step at which the sigmoid ramp reaches α/2 (authors: 1000)
     alpha_ramp_width: float = 100.0  # steps per unit of the sigmoid's argument
@@ -350,7 +356,17 @@ def validate(config: Config) -> None:
         raise ValueError("model.encoding.features, model.hidden ≥ 1 and model.layers ≥ 2 needed")
     if m.reconstructor != "none" and m.reconstructor_depth < 1:
         raise ValueError("model.reconstructor_depth must be ≥ 1")
-    for name in ("alpha", "beta", "gamma", "label_smoothing", "kernel_sum", "kernel_spread"):
+    if lo.sr_guide_steps < 1:
+        raise ValueError(f"loss.sr_guide_steps must be ≥ 1; got {lo.sr_guide_steps}")
+    for name in (
+        "alpha",
+        "beta",
+        "gamma",
+        "label_smoothing",
+        "kernel_sum",
+        "kernel_spread",
+        "sr_guide",
+    ):
         if getattr(lo, name) < 0:
             raise ValueError(f"loss.{name} must be ≥ 0; got {getattr(lo, name)}")
     if lo.alpha_ramp == "sigmoid" and lo.alpha_ramp_width <= 0:

@@ -112,6 +112,7 @@ class Targets:
     pixel_known: torch.Tensor | None = None  # (N,) which pixels are observed
     low_res: torch.Tensor | None = None  # SR: (C, h, w) the observed low-resolution image
     low_res_weight: torch.Tensor | None = None  # SR crops: (h, w) which LR pixels are compared
+    guide: torch.Tensor | None = None  # SR with loss.sr_guide: (N, C) the bicubic HR colours
 
 
 def downsampling_loss(
@@ -125,6 +126,12 @@ def downsampling_loss(
         return squared.mean()
     weight = targets.low_res_weight.to(squared.dtype)
     return (squared * weight).sum() / (weight.sum() * squared.shape[0]).clamp_min(1)
+
+
+def guide_weight(step: int, config: LossConfig) -> float:
+    """``loss.sr_guide``'s weight at ``step``: sr_guide at step 0, linearly down to 0 at
+    ``sr_guide_steps``."""
+    return config.sr_guide * max(0.0, 1.0 - step / config.sr_guide_steps)
 
 
 def generator_losses(
@@ -156,6 +163,11 @@ def generator_losses(
     elif config.beta > 0 and pixels is not None:
         terms["pixel"] = pixel_loss(pixels, targets.colours, targets.pixel_known, config.pixel)
         total = total + config.beta * terms["pixel"]
+    guide = guide_weight(step, config)
+    if guide > 0 and pixels is not None and targets.guide is not None:
+        every = torch.ones(len(pixels), dtype=torch.bool, device=pixels.device)
+        terms["guide"] = pixel_loss(pixels, targets.guide, every, config.pixel)
+        total = total + guide * terms["guide"]
     if config.gamma > 0 and fake_logits is not None:
         terms["gan"] = generator_gan_loss(fake_logits, fake_weight)
         total = total + config.gamma * terms["gan"]

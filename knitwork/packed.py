@@ -32,7 +32,9 @@ from knitwork.result import FitResult
 from knitwork.stepping import NonFiniteLossError, ema_decay, set_lr, update_average
 from knitwork.trainer import Trainer
 
-PACKED_TARGETS = ("stacks", "stack_known", "colours", "pixel_known", "low_res", "low_res_weight")
+PACKED_TARGETS = (
+    "stacks", "stack_known", "colours", "pixel_known", "low_res", "low_res_weight", "guide"
+)  # fmt: skip
 
 
 class _KernelPriors(nn.Module):

@@ -19,7 +19,7 @@ import torch
 from knitwork.config import Config
 from knitwork.device import fast_bf16, resolve_device
 from knitwork.kernel_estimation import kernel_for
-from knitwork.kernels import downsample, gaussian_kernel, lr_coordinates
+from knitwork.kernels import bicubic_upsample, downsample, gaussian_kernel, lr_coordinates
 from knitwork.losses import Targets, discriminator_loss, generator_losses
 from knitwork.memory import StepPlan, budget_bytes, plan_steps
 from knitwork.metrics import psnr
@@ -92,6 +92,7 @@ class Trainer:
         self.model.to(self.device)
         self.held = held_out(observation, config, seed)
         self.real_image = self._real_image()
+        self.guide = self._guide()
         self.best_error, self.best_step = float("inf"), 0  # of the held-out pixels
         self.plan = self._plan()
         self.downsample = self._downsampler()
@@ -157,6 +158,9 @@ class Trainer:
             self.coords = pixel_grid(r * h, r * w, self.device, (r * top, r * left, r * ch, r * cw))
             reach = self._kernel_reach()
             self.targets = sr_crop_targets(self.image, box, r, reach, patches)
+            if self.guide is not None:
+                window = self.guide[:, r * top : r * (top + ch), r * left : r * (left + cw)]
+                self.targets.guide = window.flatten(1).T
         else:
             self.coords = pixel_grid(h, w, self.device, box)
             self.targets = crop_targets(self.image, self.known, box, patches)
@@ -187,6 +191,13 @@ class Trainer:
         kernel = torch.from_numpy(obs.kernel).to(self.device)
         return lambda image: downsample(image, kernel, obs.scale)
 
+    def _guide(self) -> torch.Tensor | None:
+        """``loss.sr_guide`` (Knitwork SR): the bicubic upsampling of the LR image (C, H, W)."""
+        if not self.super_resolve or self.config.loss.sr_guide <= 0:
+            return None
+        up = bicubic_upsample(self.observation.image, self.observation.scale)
+        return torch.from_numpy(up).to(self.device).permute(2, 0, 1).contiguous()
+
     def _real_image(self) -> torch.Tensor | None:
         """``loss.real_blur`` (denoising): the pre-smoothed image (C, H, W) that the
         discriminator's real patches come from."""
@@ -207,7 +218,9 @@ class Trainer:
         obs = self._fitted()
         if self.super_resolve:
             coords = pixel_grid(*obs.output_shape, self.device)
-            return build_sr_targets(obs, self.model, self.device), coords
+            targets = build_sr_targets(obs, self.model, self.device)
+            targets.guide = None if self.guide is None else self.guide.flatten(1).T
+            return targets, coords
         # every other task, and the MLP baseline for SR: fit the observed pixels
         h, w = obs.known.shape
         if obs.task == "sr":
