@@ -19,11 +19,12 @@ import torch
 from knitwork.config import Config
 from knitwork.device import fast_bf16, resolve_device
 from knitwork.kernel_estimation import kernel_for
-from knitwork.kernels import bicubic_upsample, downsample, gaussian_kernel, lr_coordinates
+from knitwork.kernels import lr_coordinates
 from knitwork.losses import Targets, discriminator_loss, generator_losses
 from knitwork.memory import StepPlan, budget_bytes, plan_steps
 from knitwork.metrics import psnr
 from knitwork.model import Knitwork, count_parameters, pixel_grid
+from knitwork.references import downsampler, guide_image, kernel_reach, smoothed_real
 from knitwork.result import FitResult
 from knitwork.stepping import (  # noqa: F401 (callers import NonFiniteLossError from here)
     NonFiniteLossError,
@@ -91,11 +92,13 @@ class Trainer:
             )
         self.model.to(self.device)
         self.held = held_out(observation, config, seed)
-        self.real_image = self._real_image()
-        self.guide = self._guide()
+        self.real_image = smoothed_real(observation, config, self.device)
+        self.guide = guide_image(observation, config, self.device) if self.super_resolve else None
         self.best_error, self.best_step = float("inf"), 0  # of the held-out pixels
         self.plan = self._plan()
-        self.downsample = self._downsampler()
+        self.downsample = (
+            downsampler(observation, self.model, self.device) if self.super_resolve else None
+        )
         if self.plan.crop is None:
             self.targets, self.coords = self._targets()
             self.features = self._encode()
@@ -156,7 +159,7 @@ class Trainer:
         patches = self.config.model.patches
         if self.super_resolve:
             self.coords = pixel_grid(r * h, r * w, self.device, (r * top, r * left, r * ch, r * cw))
-            reach = self._kernel_reach()
+            reach = kernel_reach(self.observation, self.model)
             self.targets = sr_crop_targets(self.image, box, r, reach, patches)
             if self.guide is not None:
                 window = self.guide[:, r * top : r * (top + ch), r * left : r * (left + cw)]
@@ -170,42 +173,10 @@ class Trainer:
                 self.targets.real = crop_targets(source, every, box, patches).real
         self.features = self._encode()
 
-    def _kernel_reach(self) -> int:
-        """SR: how many HR pixels on each side of a centre one LR pixel's value depends on."""
-        if self.model.downsampler is not None:
-            return self.model.downsampler.size // 2
-        return max(self.observation.kernel.shape) // 2
-
     @torch.no_grad()
     def _encode(self) -> torch.Tensor:
         """The Fourier features of the fitted coordinates (fixed for the whole fit)."""
         return self.model.encoding(self.coords)
-
-    def _downsampler(self):
-        """SR: the learned kernel the model carries, or the known kernel as a fixed operator."""
-        obs = self.observation
-        if not self.super_resolve:
-            return None
-        if self.model.downsampler is not None:
-            return self.model.downsampler
-        kernel = torch.from_numpy(obs.kernel).to(self.device)
-        return lambda image: downsample(image, kernel, obs.scale)
-
-    def _guide(self) -> torch.Tensor | None:
-        """``loss.sr_guide`` (Knitwork SR): the bicubic upsampling of the LR image (C, H, W)."""
-        if not self.super_resolve or self.config.loss.sr_guide <= 0:
-            return None
-        up = bicubic_upsample(self.observation.image, self.observation.scale)
-        return torch.from_numpy(up).to(self.device).permute(2, 0, 1).contiguous()
-
-    def _real_image(self) -> torch.Tensor | None:
-        """``loss.real_blur`` (denoising): the pre-smoothed image (C, H, W) that the
-        discriminator's real patches come from."""
-        sigma = self.config.loss.real_blur
-        if sigma <= 0 or self.observation.task != "denoise":
-            return None
-        image = torch.from_numpy(self.observation.image).to(self.device).permute(2, 0, 1)
-        return downsample(image, torch.from_numpy(gaussian_kernel(sigma)).to(self.device), 1)
 
     def _fitted(self) -> Observation:
         """The observation the losses see: without the held-out pixels (``held_out``)."""
