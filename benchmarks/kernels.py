@@ -12,7 +12,8 @@ Gaussian σx 0.75·r, σy 0.3·r at 45°, and random (``kernels.random_kernel`` 
 CRC32 of the image's name). ``estimate`` only estimates kernels (seconds); ``fits`` runs
 `fast-sr` blind with each --modes (estimate: the spectral estimate as a known kernel; learn:
 the deep linear kernel learned with the image; known: the true kernel given; a "+guide" suffix
-adds loss.sr_guide 1 fading over 100 steps) and bicubic, one
+adds loss.sr_guide 1 fading over 100 steps, "+scaleS" the Fourier scale S, "+alphaA" the
+consistency weight A) and bicubic, one
 torch thread per fit, caching each row in out/kernels/rows.jsonl so a rerun (or another lane
 on other --names) only computes what is new. Both publish their table in
 docs/benchmarks/sr-kernels.md: kernel error (``kernels.kernel_error``) beside the delta
@@ -136,6 +137,11 @@ def fit_row(path: Path, scale: int, kind: str, mode: str, args: argparse.Namespa
     kernel_mode, *extras = mode.split("+")  # "+guide": loss.sr_guide 1 over 100 steps
     if "guide" in extras:
         base = base.replace(loss=dataclasses.replace(base.loss, sr_guide=1.0, sr_guide_steps=100))
+    for extra in (e for e in extras if e.startswith("scale")):  # "+scale10": Fourier scale 10
+        encoding = dataclasses.replace(base.model.encoding, scale=float(extra[len("scale") :]))
+        base = base.replace(model=dataclasses.replace(base.model, encoding=encoding))
+    for extra in (e for e in extras if e.startswith("alpha")):  # "+alpha0.3": α 0.3
+        base = base.replace(loss=dataclasses.replace(base.loss, alpha=float(extra[len("alpha") :])))
     if kernel_mode == "known":
         obs, config = observe("sr", low, scale=scale, kernel=truth), base
     else:
@@ -222,7 +228,7 @@ def publish_fits(args: argparse.Namespace, cache: dict, modes: list[str]) -> Non
             )
             cells.append(", ".join(f"{e:.3f}" for e in errs) + f" (delta start {start:.2f})")
             lines.append("| " + " | ".join(cells) + " |")
-    publish_section(DOC, f"fits-{args.side}-{args.steps}", lines, TITLE)
+    publish_section(DOC, f"fits-{args.side}-{args.steps}-{args.modes}-{args.kinds}", lines, TITLE)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,7 +41,8 @@ def fit_metrics(
     }
     if obs.task == "sr":
         out["scale"] = obs.scale
-        out["kernel"] = "known" if obs.kernel is not None else "learned"
+        blind = "estimated" if result.kernel is not None else "learned"
+        out["kernel"] = "known" if obs.kernel is not None else blind
         out |= kernel_scores(learned_kernel(result), true_kernel)
     return out
 

@@ -31,6 +31,12 @@ def shrink(config: Config, steps: int = 3) -> Config:
     return config.replace(optim=optim)
 
 
+def learning_kernel(config: Config) -> Config:
+    """``config`` with blind SR's kernel learned with the image (the paper's way; fast-sr
+    estimates it first): for tests of the learned downsampler."""
+    return config.replace(model=dataclasses.replace(config.model, blind_kernel="learn"))
+
+
 @pytest.fixture
 def tiny() -> np.ndarray:
     return example_image("butterfly", 32)

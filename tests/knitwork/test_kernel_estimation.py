@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 
 from knitwork.config import ModelConfig
+from knitwork.degradation import Degradation
 from knitwork.fit import fit
 from knitwork.kernel_estimation import estimate_gaussian, estimate_kernel
 from knitwork.kernels import degrade_sr, delta_kernel, gaussian_kernel, kernel_error
+from knitwork.packs import fit_packed
 from knitwork.presets import get_preset
-from knitwork.report import learned_kernel
+from knitwork.report import fit_metrics, learned_kernel
 from knitwork.tasks import observe
-from tests.conftest import example_image, shrink
+from tests.conftest import example_image, learning_kernel, shrink
 
 KERNELS = {
     "round": lambda r: gaussian_kernel(r / 2),
@@ -66,7 +68,7 @@ def test_a_flat_or_tiny_image_gives_the_near_delta_end(low):
 
 def test_an_estimating_blind_fit_uses_the_estimate_as_its_known_kernel():
     _, low = degrade_sr(example_image("bird", 64), 2, gaussian_kernel(1.0))
-    base = shrink(get_preset("fast-sr"))
+    base = learning_kernel(shrink(get_preset("fast-sr")))
     config = base.replace(model=dataclasses.replace(base.model, blind_kernel="estimate"))
     result = fit(observe("sr", low, scale=2), config, seed=0)
     assert result.model.downsampler is None  # nothing learned: the kernel is fixed
@@ -80,3 +82,29 @@ def test_an_estimating_blind_fit_uses_the_estimate_as_its_known_kernel():
 def test_blind_kernel_must_be_learn_or_estimate():
     with pytest.raises(ValueError, match="blind_kernel"):
         ModelConfig(blind_kernel="guess")
+
+
+def test_estimated_kernels_fit_in_packs_of_their_own():
+    """Each image's estimate is its own kernel, so a packed run of fast-sr (estimating) fits
+    images apart, each with its own estimate, and equals the solo fits."""
+    base = shrink(get_preset("fast-sr"))
+    lows = [
+        degrade_sr(example_image(name, 32), 2, gaussian_kernel(sigma))[1]
+        for name, sigma in (("bird", 0.8), ("head", 1.4))
+    ]
+    observations = [observe("sr", low, scale=2) for low in lows]
+    packed = fit_packed(observations, base, seeds=[0, 1], pack=2)
+    for low, obs, seed, result in zip(lows, observations, [0, 1], packed, strict=True):
+        np.testing.assert_array_equal(result.kernel, estimate_kernel(low, 2))
+        assert result.packed == 1
+        np.testing.assert_allclose(result.image, fit(obs, base, seed=seed).image, atol=1e-6)
+
+
+def test_a_blind_fast_sr_fit_ends_far_closer_to_the_true_kernel_than_the_delta_start():
+    clean = example_image("bird", 128)
+    degradation = Degradation(task="sr", scale=2, degrade_kernel="gaussian:1.2,0.6,30")
+    obs, truth = degradation.apply(clean, 0)
+    result = fit(obs, shrink(get_preset("fast-sr")), seed=0)
+    scores = fit_metrics(result, obs, truth, degradation.true_kernel(0))
+    assert scores["kernel"] == "estimated"  # blind: nothing was given, fast-sr estimates
+    assert scores["kernel_error"] < scores["kernel_error_start"] / 5, scores

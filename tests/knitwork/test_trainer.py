@@ -15,7 +15,7 @@ from knitwork.degradation import Degradation
 from knitwork.fit import fit
 from knitwork.presets import get_preset
 from knitwork.trainer import Trainer
-from tests.conftest import example_image, shrink
+from tests.conftest import example_image, learning_kernel, shrink
 
 
 def _run(trainer: Trainer, steps: int) -> None:
@@ -70,7 +70,7 @@ def test_trainer_owns_the_stop_and_refuses_steps_after_it(tiny):
 def test_saved_model_carries_its_structure(tmp_path, baseline):
     clean = example_image("bird", 24)
     obs, _ = Degradation(task="sr", scale=2).apply(clean, 0)  # blind: a learned kernel
-    config = shrink(get_preset("fast-sr"), steps=2)
+    config = learning_kernel(shrink(get_preset("fast-sr"), steps=2))
     result = fit(obs, as_baseline(config) if baseline else config, seed=5)
     save_model(result, tmp_path / "m.pt")
     payload = torch.load(tmp_path / "m.pt", weights_only=True)

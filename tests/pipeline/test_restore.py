@@ -365,7 +365,7 @@ def test_masks_tree_and_ground_truth_scoring(ray_cluster, tracking, tmp_path):
     assert [r.input for r in failed] == ["p.png"] and "no such file" in failed[0].error
 
 
-def test_super_resolution_batch_logs_the_learned_kernel(ray_cluster, tracking, tmp_path):
+def test_super_resolution_batch_logs_the_blind_kernel(ray_cluster, tracking, tmp_path):
     write_images(tmp_path / "in", names=("s.png", "t.png"))
     sr = shrink(get_preset("fast-sr"), steps=2)
     summary = restore(
@@ -380,7 +380,7 @@ def test_super_resolution_batch_logs_the_learned_kernel(ray_cluster, tracking, t
     )
     assert summary.count("ok") == 2
     assert load_image(tmp_path / "out" / "s.png").pixels.shape == (24, 24, 3)
-    assert all(r.metrics["kernel"] == "learned" for r in summary.records)
+    assert all(r.metrics["kernel"] == "estimated" for r in summary.records)
     client, runs = child_runs(tracking, summary.parent_run_id)
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
     assert {"kernel.npy", "kernel.png", "restored.png"} <= artifacts
