@@ -4,18 +4,18 @@ against the kernel learned with the image and the true kernel, on a reduced prot
     python benchmarks/kernels.py estimate [--images ../shared/datasets/tuning] [--side 256]
     python benchmarks/kernels.py fits [--images ../shared/datasets/tuning] [--names a.jpg,b.jpg]
         [--side 128] [--steps 300] [--modes estimate,learn,known]
-        [--kinds round,diagonal,random] [--scales 2,4]
+        [--kinds round,diagonal,random] [--scales 2,4] [--seed 0]
 
 Images: each one's centre square, resized (PIL bicubic) to --side × --side: the HR truth. It
 is downsampled by ×2 and ×4 with each kernel kind: delta, round Gaussian σ = r/2, diagonal
 Gaussian σx 0.75·r, σy 0.3·r at 45°, and random (``kernels.random_kernel`` drawn from the
 CRC32 of the image's name). ``estimate`` only estimates kernels (seconds); ``fits`` runs
-`fast-sr` blind with each --modes (estimate: the spectral estimate as a known kernel; learn:
-the deep linear kernel learned with the image; known: the true kernel given; a "+guide" suffix
-adds loss.sr_guide 1 fading over 100 steps, "+scaleS" the Fourier scale S, "+alphaA" the
-consistency weight A) and bicubic, one
-torch thread per fit, caching each row in out/kernels/rows.jsonl so a rerun (or another lane
-on other --names) only computes what is new. Both publish their table in
+the earlier `fast-sr` (α 3, Fourier scale 5 across the image; ``earlier_fast_sr``) blind with
+each --modes (estimate: the spectral estimate as a known kernel; learn: the deep linear kernel
+learned with the image; known: the true kernel given; a "+guide" suffix adds loss.sr_guide 1
+fading over 100 steps, "+scaleS" the Fourier scale S, "+alphaA" the consistency weight A) and
+bicubic, one torch thread per fit, caching each row in out/kernels/rows.jsonl so a rerun (or
+another lane on other --names) only computes what is new. Both publish their table in
 docs/benchmarks/sr-kernels.md: kernel error (``kernels.kernel_error``) beside the delta
 start's, PSNR differences with their paired standard error over images, win counts.
 """
@@ -37,6 +37,7 @@ import torch
 from machine import describe, publish_section
 from PIL import Image
 
+from knitwork.config import Config, EncodingConfig
 from knitwork.fit import fit
 from knitwork.kernel_estimation import estimate_kernel
 from knitwork.kernels import (
@@ -89,7 +90,8 @@ def paired(a: list[float], b: list[float]) -> str:
     d = [x - y for x, y in zip(a, b, strict=True)]
     se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
     wins = sum(x > 0 for x in d)
-    return f"{statistics.fmean(d):+.2f} ± {se:.2f} ({wins}/{len(d)})"
+    spread = f" ± {se:.2f}" if len(d) > 1 else ""  # one image: no standard error
+    return f"{statistics.fmean(d):+.2f}{spread} ({wins}/{len(d)})"
 
 
 def run_estimate(args: argparse.Namespace) -> None:
@@ -128,10 +130,18 @@ def run_estimate(args: argparse.Namespace) -> None:
     publish_section(DOC, f"estimate-{args.side}", lines, TITLE)
 
 
+def earlier_fast_sr() -> Config:
+    """The base of every mode: fast-sr as it was before 2026-12-01 (α 3, Fourier scale 5
+    across the image). "estimate+alpha0.3+scale10" on it is today's fast-sr at 128 px."""
+    config = get_preset("fast-sr")
+    model = dataclasses.replace(config.model, encoding=EncodingConfig(scale=5.0))
+    return config.replace(model=model, loss=dataclasses.replace(config.loss, alpha=3.0))
+
+
 def fit_row(path: Path, scale: int, kind: str, mode: str, args: argparse.Namespace) -> dict:
     truth = true_kernel(kind, scale, path.name)
     hr, low = degrade_sr(load_square(path, args.side), scale, truth)
-    base = get_preset("fast-sr").with_steps(args.steps).with_device("cpu")
+    base = earlier_fast_sr().with_steps(args.steps).with_device("cpu")
     if mode == "bicubic":
         return {"psnr": psnr(bicubic_upsample(low, scale), hr), "seconds": 0.0}
     kernel_mode, *extras = mode.split("+")  # "+guide": loss.sr_guide 1 over 100 steps
@@ -148,7 +158,7 @@ def fit_row(path: Path, scale: int, kind: str, mode: str, args: argparse.Namespa
         obs = observe("sr", low, scale=scale)
         config = base.replace(model=dataclasses.replace(base.model, blind_kernel=kernel_mode))
     start = time.perf_counter()
-    result = fit(obs, config, seed=0)
+    result = fit(obs, config, seed=args.seed)
     row = {"psnr": psnr(result.image, hr), "seconds": time.perf_counter() - start}
     kernel = learned_kernel(result)
     if kernel is not None:
@@ -171,6 +181,7 @@ def run_fits(args: argparse.Namespace) -> None:
             for path in paths:
                 for mode in modes:
                     key = f"{path.name}|{args.side}|{args.steps}|x{scale}/{kind}|{mode}"
+                    key += f"|seed={args.seed}" if args.seed else ""
                     if key in cache:
                         continue
                     row = {"key": key, **fit_row(path, scale, kind, mode, args)}
@@ -185,29 +196,33 @@ def publish_fits(args: argparse.Namespace, cache: dict, modes: list[str]) -> Non
     """The table over every image the cache holds for these settings and modes."""
     lines = [
         f"Command: `python benchmarks/kernels.py fits --images {args.images} --side {args.side} "
-        f"--steps {args.steps} --modes {args.modes} --kinds {args.kinds}` (run in lanes by "
+        f"--steps {args.steps} --modes {args.modes} --kinds {args.kinds}"
+        + (f" --seed {args.seed}" if args.seed else "")
+        + "` (run in lanes by "
         "--names and --scales; the table covers every image with all modes cached).  ",
         f"Machine: {describe()}, one torch thread per fit, two fits at a time.  ",
-        f"Protocol: `fast-sr` with {args.steps} steps (the preset has 500), HR {args.side} px "
-        "centre squares, seed 0. PSNR differences: mean ± paired standard error over images "
-        "(wins).",
+        f"Protocol: the earlier `fast-sr` (α 3, Fourier scale 5 across the image) with "
+        f"{args.steps} steps, each mode's suffix changing it; HR {args.side} px centre squares, "
+        f"seed {args.seed}. PSNR differences: mean ± paired standard error over images (wins).",
         "",
         "| setting | images | bicubic | "
         + " | ".join(m for m in modes[1:])
         + " | "
         + " | ".join(f"{m} − bicubic" for m in modes[1:])
-        + " | estimate − learn | estimate − known | kernel error ("
-        + ", ".join(m for m in modes[1:] if m != "known")
+        + "".join(f" | {modes[1]} − {m}" for m in modes[2:])
+        + " | kernel error ("
+        + ", ".join(m for m in modes[1:] if not m.startswith("known"))
         + ") |",
-        "|" + "---|" * (3 + 2 * (len(modes) - 1) + 3),
+        "|" + "---|" * (3 + 2 * (len(modes) - 1) + len(modes) - 2 + 1),
     ]
     for scale in SCALES:
         for kind in args.kinds.split(","):
             setting = f"x{scale}/{kind}"
             table: dict[str, dict[str, dict]] = {}
             for row in cache.values():
-                name, side, steps, s, mode = row["key"].split("|")
-                if (side, steps, s) == (str(args.side), str(args.steps), setting):
+                name, side, steps, s, mode, *seed = row["key"].split("|")
+                seeded = seed == ([f"seed={args.seed}"] if args.seed else [])
+                if (side, steps, s) == (str(args.side), str(args.steps), setting) and seeded:
                     table.setdefault(name, {})[mode] = row
             full = [n for n in sorted(table) if all(m in table[n] for m in modes)]
             if not full:
@@ -216,19 +231,19 @@ def publish_fits(args: argparse.Namespace, cache: dict, modes: list[str]) -> Non
             cells = [setting, str(len(full)), f"{statistics.fmean(score['bicubic']):.2f}"]
             cells += [f"{statistics.fmean(score[m]):.2f}" for m in modes[1:]]
             cells += [paired(score[m], score["bicubic"]) for m in modes[1:]]
-            for a, b in (("estimate", "learn"), ("estimate", "known")):
-                cells.append(paired(score[a], score[b]) if a in score and b in score else "–")
+            cells += [paired(score[modes[1]], score[m]) for m in modes[2:]]
             errs = [
                 statistics.fmean(table[n][m]["kernel_error"] for n in full)
                 for m in modes[1:]
-                if m != "known"
+                if not m.startswith("known")
             ]
             start = statistics.fmean(
                 kernel_error(delta_kernel(), true_kernel(kind, scale, n)) for n in full
             )
             cells.append(", ".join(f"{e:.3f}" for e in errs) + f" (delta start {start:.2f})")
             lines.append("| " + " | ".join(cells) + " |")
-    publish_section(DOC, f"fits-{args.side}-{args.steps}-{args.modes}-{args.kinds}", lines, TITLE)
+    name = f"fits-{args.side}-{args.steps}-{args.modes}-{args.kinds}"
+    publish_section(DOC, name + (f"-seed{args.seed}" if args.seed else ""), lines, TITLE)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -241,6 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--modes", default="estimate,learn,known")
     p.add_argument("--kinds", default="round,diagonal,random")
     p.add_argument("--scales", default="2,4", help="fits: the factors to run (lanes)")
+    p.add_argument("--seed", type=int, default=0, help="fits: the fits' seed [0]")
     args = p.parse_args(argv)
     if args.side is None:
         args.side = 256 if args.what == "estimate" else 128
