@@ -5,6 +5,7 @@ against the kernel learned with the image and the true kernel, on a reduced prot
     python benchmarks/kernels.py fits [--images ../shared/datasets/tuning] [--names a.jpg,b.jpg]
         [--side 128] [--steps 300] [--modes estimate,learn,known]
         [--kinds round,diagonal,random] [--scales 2,4] [--seed 0]
+    python benchmarks/kernels.py picture --names house.jpg --kinds round [--side 128]
 
 Images: each one's centre square, resized (PIL bicubic) to --side × --side: the HR truth. It
 is downsampled by ×2 and ×4 with each kernel kind: delta, round Gaussian σ = r/2, diagonal
@@ -246,9 +247,46 @@ def publish_fits(args: argparse.Namespace, cache: dict, modes: list[str]) -> Non
     publish_section(DOC, name + (f"-seed{args.seed}" if args.seed else ""), lines, TITLE)
 
 
+def run_picture(args: argparse.Namespace) -> None:
+    """The first --names photo at ×4 with the first --kinds kernel: the earlier fast-sr
+    (learned kernel), today's fast-sr (estimated kernel), bicubic and the truth, whole and a
+    zoomed crop of its centre, with the kernels (truth, learned, estimated) below."""
+    torch.set_num_threads(2)
+    path = images(Path(args.images), args.names)[0]
+    kind, scale = args.kinds.split(",")[0], 4
+    truth = true_kernel(kind, scale, path.name)
+    hr, low = degrade_sr(load_square(path, args.side), scale, truth)
+    before = fit(observe("sr", low, scale=scale), earlier_fast_sr().with_steps(args.steps), seed=0)
+    after = fit(
+        observe("sr", low, scale=scale), get_preset("fast-sr").with_steps(args.steps), seed=0
+    )
+    panels = [before.image, after.image, bicubic_upsample(low, scale), hr]
+    c, q = args.side // 2, args.side // 8
+    crops = [np.kron(p[c - q : c + q, c - q : c + q], np.ones((4, 4, 1))) for p in panels]
+    kernels = [truth, learned_kernel(before), learned_kernel(after)]
+    side = args.side
+    row = np.concatenate(
+        [np.pad(p, ((0, 0), (0, 4), (0, 0)), constant_values=1) for p in panels], 1
+    )
+    zoom = np.concatenate(
+        [np.pad(p, ((0, 0), (0, 4), (0, 0)), constant_values=1) for p in crops], 1
+    )
+    strip = np.ones((side // 2, row.shape[1], 3), np.float32)
+    for i, k in enumerate(kernels):
+        picture = np.kron(k / k.max(), np.ones((4, 4)))[: side // 2, : side // 2]
+        strip[: picture.shape[0], i * (side + 4) : i * (side + 4) + picture.shape[1]] = picture[
+            ..., None
+        ]
+    whole = np.concatenate([row, np.ones((4, row.shape[1], 3)), zoom, strip], 0)
+    out = ROOT / "docs" / "images" / f"sr-x4-{kind}-before-after.png"
+    Image.fromarray((np.clip(whole, 0, 1) * 255).astype(np.uint8)).save(out)
+    scores = [psnr(p, hr) for p in panels[:3]]
+    print(f"{out}: earlier {scores[0]:.2f}, today {scores[1]:.2f}, bicubic {scores[2]:.2f} dB")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("what", choices=["estimate", "fits"])
+    p.add_argument("what", choices=["estimate", "fits", "picture"])
     p.add_argument("--images", default=str(ROOT.parent / "shared" / "datasets" / "tuning"))
     p.add_argument("--names", help="only these files of --images (comma-separated)")
     p.add_argument("--side", type=int)
@@ -260,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.side is None:
         args.side = 256 if args.what == "estimate" else 128
-    (run_estimate if args.what == "estimate" else run_fits)(args)
+    {"estimate": run_estimate, "fits": run_fits, "picture": run_picture}[args.what](args)
 
 
 if __name__ == "__main__":
