@@ -45,14 +45,15 @@ from knitwork.kernels import (
     bicubic_upsample,
     degrade_sr,
     delta_kernel,
-    gaussian_kernel,
     kernel_error,
+    parse_kernel,
     random_kernel,
 )
 from knitwork.metrics import psnr
 from knitwork.presets import get_preset
 from knitwork.report import learned_kernel
 from knitwork.tasks import observe
+from pipeline.bench import sr_kernel
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks" / "sr-kernels.md"
@@ -72,13 +73,10 @@ def load_square(path: Path, side: int) -> np.ndarray:
 
 
 def true_kernel(kind: str, scale: int, name: str) -> np.ndarray:
-    if kind == "delta":
-        return delta_kernel()
-    if kind == "round":
-        return gaussian_kernel(scale / 2)
-    if kind == "diagonal":
-        return gaussian_kernel(0.75 * scale, 0.3 * scale, math.radians(45))
-    return random_kernel(zlib.crc32(name.encode()), scale)
+    """The bench's kernels (`pipeline.bench.sr_kernel`); random ones drawn from the name."""
+    if kind == "random":
+        return random_kernel(zlib.crc32(name.encode()), scale)
+    return parse_kernel(sr_kernel(kind, scale))
 
 
 def images(folder: Path, names: str | None) -> list[Path]:

@@ -10,6 +10,10 @@ from knitwork.metrics import evaluate, psnr
 from knitwork.result import FitResult, finite_or_none
 from knitwork.tasks import Observation, naive_restoration
 
+# The per-image scores a fit's metrics hold (None where they do not apply): what the commands
+# print and a batch averages.
+SCORES = ("psnr", "ssim", "psnr_hole", "ssim_hole", "reference_psnr", "kernel_error")
+
 
 def fit_metrics(
     result: FitResult,

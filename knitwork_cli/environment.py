@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import logging
 import os
-from urllib.parse import unquote, urlsplit
 
 MLFLOW_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
@@ -90,15 +89,12 @@ def s3_credentials_to_environment(endpoint: str | None) -> str | None:
     """Move the credentials of the S3 endpoint URL (``endpoint``, else ``AWS_ENDPOINT_URL``)
     into AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, for AWS's default chain (see the module's
     docstring). Returns a warning to print when that replaced a different pair, else None."""
-    url = endpoint or os.environ.get("AWS_ENDPOINT_URL") or ""
-    try:
-        parts = urlsplit(url if "://" in url else f"https://{url}")
-        key, secret = parts.username, parts.password
-    except ValueError:
-        return None  # not a URL: the storage says so, naming the option
-    if not key or secret is None:
+    from tune.s3 import url_credentials
+
+    credentials = url_credentials(endpoint or os.environ.get("AWS_ENDPOINT_URL") or "")
+    if credentials is None:  # none, or not a URL: the storage says so, naming the option
         return None
-    key, secret = unquote(key), unquote(secret)
+    key, secret = credentials
     had = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
     if had == (key, secret):
         return None

@@ -16,7 +16,7 @@ from knitwork.degradation import Degradation
 from knitwork.fit import fit
 from knitwork.presets import PRESETS, get_preset, to_yaml
 from knitwork.progress import progress_callback
-from knitwork.report import comparison, fit_metrics, learned_kernel, save_kernel
+from knitwork.report import SCORES, comparison, fit_metrics, learned_kernel, save_kernel
 from knitwork.result import FitResult
 from knitwork.tasks import Observation
 from knitwork_cli.options import (
@@ -49,17 +49,7 @@ examples:
 """
 
 
-SHOWN_METRICS = (
-    "psnr",
-    "ssim",
-    "psnr_hole",
-    "ssim_hole",
-    "reference_psnr",
-    "kernel_error",
-    "kernel_error_start",
-    "seconds",
-    "crop",
-)
+SHOWN_METRICS = (*SCORES, "kernel_error_start", "seconds", "crop")
 
 
 def add_fit(sub: argparse._SubParsersAction) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
+from knitwork.report import SCORES
 from pipeline.manifest import Record
 
 NAME_WIDTH = 30  # characters of an image name in the summary table
@@ -33,15 +34,7 @@ def aggregate(summary: BatchSummary) -> dict[str, float]:
     out: dict[str, float] = {k: float(summary.count(k)) for k in ("ok", "failed", "skipped")}
     if ran and summary.seconds > 0:
         out["images_per_minute"] = len(ran) / (summary.seconds / 60)
-    for key in (
-        "psnr",
-        "ssim",
-        "psnr_hole",
-        "ssim_hole",
-        "reference_psnr",
-        "kernel_error",
-        "seconds",
-    ):
+    for key in (*SCORES, "seconds"):
         values = [
             r.metrics[key]
             for r in summary.records

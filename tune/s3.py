@@ -35,6 +35,19 @@ def ray_storage(uri: str, endpoint: str | None):
     return uri[len("s3://") :], fs.S3FileSystem(**s3_filesystem_options(endpoint))
 
 
+def url_credentials(endpoint: str) -> tuple[str, str] | None:
+    """The (key, secret) an S3 endpoint URL carries, URL-decoded; None when it carries none
+    or is not a URL."""
+    try:
+        url = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+        key, secret = url.username, url.password
+    except ValueError:
+        return None
+    if not key or secret is None:
+        return None
+    return unquote(key), unquote(secret)
+
+
 def s3_filesystem_options(endpoint: str) -> dict[str, str]:
     """pyarrow ``S3FileSystem`` arguments for an endpoint URL: ``endpoint_override`` is its
     host[:port] only and ``scheme`` its scheme; no keys (AWS's default chain). Raises
@@ -46,8 +59,8 @@ def s3_filesystem_options(endpoint: str) -> dict[str, str]:
         raise StorageError(f"{redact(endpoint)}: not a valid S3 endpoint URL") from None
     if not host:
         raise StorageError(f"{redact(endpoint)}: no host in the S3 endpoint URL")
-    if url.username and url.password is not None:
-        credentials = unquote(url.username), unquote(url.password)
+    credentials = url_credentials(endpoint)
+    if credentials is not None:
         environment = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
         if credentials != environment:
             raise StorageError(
