@@ -101,24 +101,25 @@ def _find(data: dict, key: str) -> list[tuple[dict, str]]:
     return found
 
 
-def _key(**parts) -> str:
+def cache_key(**parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _cached() -> dict[str, dict]:
-    if not CACHE.exists():
+def cached_rows(cache: Path = CACHE) -> dict[str, dict]:
+    """The rows cached in ``cache`` (JSON lines), by key; the last line of a key wins."""
+    if not cache.exists():
         return {}
     rows = {}
-    for line in CACHE.read_text(encoding="utf-8").splitlines():
+    for line in cache.read_text(encoding="utf-8").splitlines():
         if line.strip():
             row = json.loads(line)
             rows[row["key"]] = row
     return rows
 
 
-def _store(row: dict) -> None:
-    CACHE.parent.mkdir(parents=True, exist_ok=True)
-    with CACHE.open("a", encoding="utf-8") as handle:
+def store_row(row: dict, cache: Path = CACHE) -> None:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with cache.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(row) + "\n")
 
 
@@ -129,7 +130,7 @@ class Runner:
         self.args = args
         paths = sorted(p for p in Path(args.images).iterdir() if p.suffix in (".png", ".jpg"))
         self.paths = paths[: args.count]
-        self.rows = _cached()
+        self.rows = cached_rows()
 
     def noisy(self, path: Path, sigma: float, side: int):
         clean = load_crop(path, self.args.longest, side)
@@ -137,7 +138,7 @@ class Runner:
         return obs, truth
 
     def classical(self, method: str, path: Path, sigma: float, side: int) -> dict:
-        key = _key(
+        key = cache_key(
             kind="classical",
             method=method,
             image=path.name,
@@ -147,7 +148,7 @@ class Runner:
             seed=self.args.seed,
         )
         if key not in self.rows:
-            self.rows = _cached()  # another run may have made it meanwhile
+            self.rows = cached_rows()  # another run may have made it meanwhile
         if key not in self.rows:
             obs, truth = self.noisy(path, sigma, side)
             start = time.perf_counter()
@@ -162,14 +163,14 @@ class Runner:
                 "seconds": time.perf_counter() - start,
             }
             self.rows[key] = row
-            _store(row)
+            store_row(row)
         return self.rows[key]
 
     def fit(
         self, name: str, config: Config, path: Path, sigma: float, side: int, members: int = 1
     ) -> dict:
         """One image fitted by ``members`` seeds (packed), their images averaged."""
-        key = _key(
+        key = cache_key(
             kind="fit",
             config=config.identity(),
             image=path.name,
@@ -180,7 +181,7 @@ class Runner:
             members=members,
         )
         if key not in self.rows:
-            self.rows = _cached()  # another run may have made it meanwhile
+            self.rows = cached_rows()  # another run may have made it meanwhile
         if key not in self.rows:
             obs, truth = self.noisy(path, sigma, side)
             seeds = list(range(members))
@@ -209,7 +210,7 @@ class Runner:
                 "best_psnr": best[1],
             }
             self.rows[key] = row
-            _store(row)
+            store_row(row)
             print(
                 f"  {name} {path.stem} σ{sigma:g} {side}px ×{members}: {row['psnr']:.2f} dB "
                 f"(iterate's best {best[1]:.2f} at {best[0]}), {seconds:.0f} s, "

@@ -2,31 +2,37 @@
 assumed to have suffered. Every caller (``fit --synthetic``, ``restore``, ``bench quality``,
 ``tune``) builds its observations through it, so a seed means the same input everywhere.
 
-``Degradation.apply(clean, seed)`` is the evaluation mode: a seeded square hole (or a given
-mask), seeded Gaussian noise, or a downsampling by a known kernel, and the ground truth to score
-against. ``Degradation.observe(image)`` takes a real degraded input as it is.
+``Degradation.apply(clean, seed)`` is the evaluation mode: a seeded hole (the paper's square,
+thin scratches or a text overlay: ``knitwork.masks``) or a given mask, seeded Gaussian noise, or
+a downsampling by a known kernel, and the ground truth to score against.
+``Degradation.observe(image)`` takes a real degraded input as it is.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from knitwork.config import TASKS, Task
 from knitwork.kernels import degrade_sr, parse_kernel, random_kernel
+from knitwork.masks import MAX_FILL, scratch_mask, text_mask
 from knitwork.tasks import Observation, crop_to_scale, observe
 
 KNOWN_KERNEL_SPECS = ("learned", "delta", "random")  # besides gaussian:..., and FILE.npy
 RANDOM = "random"  # synthetic sr: a seeded random kernel per image (kernels.random_kernel)
+HoleShape = Literal["square", "scratch", "text"]
+HOLE_SHAPES: tuple[HoleShape, ...] = ("square", "scratch", "text")
 
 
 @dataclass(frozen=True, kw_only=True)
 class Degradation:
     task: Task  # "inpaint", "denoise" or "sr"
-    fill_ratio: float = 0.02  # inpaint, synthetic: area of the seeded square hole (fraction)
+    fill_ratio: float = 0.02  # inpaint, synthetic: area of the seeded hole (fraction)
+    mask: HoleShape = "square"  # inpaint, synthetic: the seeded hole: the paper's square, thin
+    # scratches or a text overlay (knitwork.masks)
     sigma: float = 25.0  # denoise, synthetic: std of the added Gaussian noise, 0–255 scale
     scale: int = 2  # sr: the integer upscaling factor
     kernel: str = "learned"  # sr: the kernel the model assumes; "learned" = blind
@@ -38,6 +44,16 @@ class Degradation:
             raise ValueError(f"task must be one of {', '.join(TASKS)}; got {self.task!r}")
         if not 0 < self.fill_ratio < 1:
             raise ValueError(f"--fill-ratio must be in (0, 1); got {self.fill_ratio}")
+        if self.mask not in HOLE_SHAPES:
+            raise ValueError(
+                f"--hole (Degradation.mask) must be one of {', '.join(HOLE_SHAPES)}; got "
+                f"{self.mask!r}"
+            )
+        if self.mask != "square" and self.fill_ratio > MAX_FILL:
+            raise ValueError(
+                f"--fill-ratio must be at most {MAX_FILL} with --hole {self.mask}; got "
+                f"{self.fill_ratio} (only the square hole may cover more)"
+            )
         if self.sigma < 0:
             raise ValueError(f"--sigma must be ≥ 0; got {self.sigma}")
         if self.task == "sr" and (int(self.scale) != self.scale or self.scale < 2):
@@ -66,9 +82,10 @@ class Degradation:
     ) -> tuple[Observation, np.ndarray]:
         """Degrade a clean image with ``seed``: (observation, ground truth).
 
-        Inpainting cuts a seeded square hole of ``fill_ratio``, unless ``known`` (a mask,
-        True = observed) says where the hole is. Super-resolution crops the image to a multiple
-        of ``scale`` (that crop is the truth) and downsamples it with ``truth_kernel``."""
+        Inpainting cuts a seeded hole (``mask``: square, scratch or text) of ``fill_ratio``,
+        unless ``known`` (a mask, True = observed) says where the hole is. Super-resolution
+        crops the image to a multiple of ``scale`` (that crop is the truth) and downsamples it
+        with ``truth_kernel``."""
         clean = np.asarray(clean, dtype=np.float32)
         if clean.ndim == 2:
             clean = clean[:, :, None]
@@ -80,9 +97,17 @@ class Degradation:
             return obs, crop_to_scale(clean, self.scale)
         if self.task == "inpaint":
             if known is None:
-                known, _ = rectangular_hole(clean.shape[0], clean.shape[1], self.fill_ratio, seed)
+                known = self.known_mask(clean.shape[0], clean.shape[1], seed)
             return observe("inpaint", clean * known[:, :, None], known), clean
         return observe("denoise", add_noise(clean, self.sigma, seed)), clean
+
+    def known_mask(self, height: int, width: int, seed: int) -> np.ndarray:
+        """inpaint, synthetic: the seeded known mask (False = hole) that ``apply`` cuts."""
+        if self.mask == "scratch":
+            return scratch_mask(height, width, self.fill_ratio, seed)
+        if self.mask == "text":
+            return text_mask(height, width, self.fill_ratio, seed)
+        return rectangular_hole(height, width, self.fill_ratio, seed)[0]
 
     def observe(self, image: np.ndarray, known: np.ndarray | None = None) -> Observation:
         """A real input as it is (``known``: the inpainting mask, None = every pixel)."""
@@ -97,9 +122,11 @@ class Degradation:
         return observe(self.task, image, known)
 
     def params(self) -> dict[str, Any]:
-        """The fields that matter for this task (for hashes, MLflow params and tables)."""
+        """The fields that matter for this task (for hashes, MLflow params and tables).
+        Inpainting's ``mask`` enters only when it is not the square, so that the params (and
+        every hash built from them) of square-hole runs stay as they were."""
         names = {
-            "inpaint": ("fill_ratio",),
+            "inpaint": ("fill_ratio",) + (("mask",) if self.mask != "square" else ()),
             "denoise": ("sigma",),
             "sr": ("scale", "kernel", "degrade_kernel"),
         }[self.task]

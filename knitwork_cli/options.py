@@ -1,6 +1,6 @@
 """Options that several commands share, declared once, and the values they build: a Config
-(preset, preset file, steps, seed, device, baseline), a Degradation (task, fill ratio, sigma,
-scale, kernels), cluster options (Ray) and tracking/storage options (MLflow, S3)."""
+(preset, preset file, steps, seed, device, baseline), a Degradation (task, fill ratio, hole
+shape, sigma, scale, kernels), cluster options (Ray) and tracking/storage options (MLflow, S3)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import dataclasses
 
 from knitwork import io as kio
 from knitwork.config import TASKS, Config, as_baseline, check_device
-from knitwork.degradation import Degradation
+from knitwork.degradation import HOLE_SHAPES, Degradation
+from knitwork.masks import MAX_FILL
 from knitwork.presets import default_preset, get_preset, load_preset_file
 
 DEFAULTS = Degradation(task="inpaint")  # the degradation options' defaults
@@ -81,6 +82,14 @@ def add_degradation_options(
         help=f"synthetic hole area [{d.fill_ratio}]",
     )
     p.add_argument(
+        "--hole",
+        choices=HOLE_SHAPES,
+        default=d.mask,
+        help="inpainting, synthetic: the seeded hole: square (the paper's), scratch (thin "
+        "strokes, as on an old print) or text (a caption or date stamp); scratch and text take "
+        f"a --fill-ratio up to {MAX_FILL} [{d.mask}]",
+    )
+    p.add_argument(
         "--sigma", type=float, default=d.sigma, help=f"synthetic noise std, 0-255 [{d.sigma:g}]"
     )
     p.add_argument("--scale", type=int, default=d.scale, help=f"sr: upscaling factor [{d.scale}]")
@@ -110,6 +119,7 @@ def degradation_from(args: argparse.Namespace) -> Degradation:
     return Degradation(
         task=args.task,
         fill_ratio=args.fill_ratio,
+        mask=args.hole,
         sigma=args.sigma,
         scale=args.scale,
         kernel=args.kernel,

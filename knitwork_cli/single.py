@@ -30,20 +30,23 @@ _FIT_HELP = """\
 Fit one Neural Knitwork to IMAGE and write the restored image to OUT.
 
 Inpainting needs to know the hole: --mask M (white = hole, black = known), or transparent pixels
-of IMAGE's alpha channel, or --synthetic (cut a seeded square hole of --fill-ratio from a clean
-IMAGE). Denoising restores IMAGE as it is, or with --synthetic first adds seeded Gaussian noise
-of --sigma (0-255 scale) to a clean IMAGE. Super-resolution (--task sr) enlarges IMAGE
---scale times, with a known --kernel (delta, gaussian:SIGMA, gaussian:SX,SY,THETA, FILE.npy) or
-a learned one (blind, the default); with --synthetic, IMAGE is the clean high-resolution image,
-cropped to a multiple of --scale and downsampled by --degrade-kernel. With --synthetic the
-result is scored against IMAGE (PSNR/SSIM on the whole image and on the hole; see
-docs/metrics.md), and a learned kernel against the true one: kernel_error, and
-kernel_error_start, what the delta start scores (0 = the truth up to a whole-pixel shift).
+of IMAGE's alpha channel, or --synthetic (cut a seeded hole of --fill-ratio from a clean IMAGE:
+the paper's square, or with --hole scratch|text thin scratches or a text overlay). Denoising
+restores IMAGE as it is, or with --synthetic first adds seeded Gaussian noise of --sigma (0-255
+scale) to a clean IMAGE. Super-resolution (--task sr) enlarges IMAGE --scale times, with a
+known --kernel (delta, gaussian:SIGMA, gaussian:SX,SY,THETA, FILE.npy) or a learned one (blind,
+the default); with --synthetic, IMAGE is the clean high-resolution image, cropped to a multiple
+of --scale and downsampled by --degrade-kernel. With --synthetic the result is scored against
+IMAGE (PSNR/SSIM on the whole image and on the hole; see docs/metrics.md), and a learned kernel
+against the true one: kernel_error, and kernel_error_start, what the delta start scores (0 = the
+truth up to a whole-pixel shift).
 
 examples:
   knitwork fit photo.png --task inpaint --mask hole.png -o restored.png
   knitwork fit examples/images/butterfly.png --task inpaint --synthetic --fill-ratio 0.04 \\
       --metrics-json metrics.json -o out/butterfly.png
+  knitwork fit examples/images/butterfly.png --task inpaint --synthetic --hole text \\
+      --fill-ratio 0.05 --side-by-side out/text.png -o out/butterfly-text.png
   knitwork fit noisy.png --task denoise --preset paper-denoise -o clean.png
   knitwork fit small.png --task sr --scale 4 --save-kernel kernel.npy -o big.png
 """

@@ -119,7 +119,9 @@ def refuse_nested(source: Storage, target: Storage) -> None:
 
 def _hash_payload(options: RestoreOptions) -> dict:
     d = options.degradation
-    return {
+    free_form = options.synthetic and d.task == "inpaint" and d.mask != "square"
+    hole = {"mask": d.mask} if free_form else {}  # square holes keep their old hashes
+    return hole | {
         "config": options.config.identity(),
         "task": d.task,
         "seed": options.seed,

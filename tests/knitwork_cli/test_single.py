@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from knitwork.io import load_image
+from knitwork.masks import text_mask
 from tests.conftest import example_image
 
 KNITWORK = [sys.executable, "-m", "knitwork_cli"]
@@ -62,6 +63,19 @@ def test_synthetic_inpainting_writes_everything_it_was_asked_for(clean_png, tmp_
     render = run("render", tmp_path / "m.pt", "--size", "48x40", "-o", tmp_path / "big.png")
     assert render.returncode == 0, render.stderr
     assert load_image(tmp_path / "big.png").pixels.shape == (40, 48, 3)
+
+
+def test_synthetic_text_hole_is_the_seeded_text_mask(clean_png, tmp_path):
+    out_png, seen, metrics = tmp_path / "o.png", tmp_path / "input.png", tmp_path / "m.json"
+    args = ["fit", clean_png, "--task", "inpaint", "--synthetic", "--hole", "text"]
+    args += ["--fill-ratio", "0.1", "--seed", "4", "--steps", "2", "--quiet", "-o", out_png]
+    result = run(*args, "--save-input", seen, "--metrics-json", metrics)
+    assert result.returncode == 0, result.stderr
+    known = text_mask(32, 32, 0.1, seed=4)
+    pixels = load_image(seen).pixels
+    assert (pixels[~known] == 0).all() and (pixels[known] > 0).any()
+    assert isinstance(json.loads(metrics.read_text())["psnr_hole"], float)
+    assert load_image(out_png).pixels.shape == (32, 32, 3)
 
 
 def test_denoising_metrics_have_null_hole_scores(clean_png, tmp_path):
