@@ -100,10 +100,11 @@ def run_restore(args: argparse.Namespace) -> int:
 
 _BENCH_HELP = """\
 Measure restoration quality under a fixed, seeded protocol: every clean image under --images is
-degraded, restored by the Knitwork (--preset, default fast-SUITE), the conventional MLP
-baseline on the same budget, and the classical tools a user might pick instead, and scored
-(RGB PSNR/SSIM, whole image and hole). One Ray task per image, setting and network (the
-classical tools share one); every row is an MLflow child run of one bench run.
+degraded, restored by the Knitwork (--preset, default fast-TASK for the suite's task), the
+conventional MLP baseline on the same budget, and the classical tools a user might pick
+instead, and scored (RGB PSNR/SSIM, whole image and hole). One Ray task per image, setting,
+repeat and network (the classical tools share one); every row is an MLflow child run of one
+bench run.
 
 suites and settings:
   inpaint  one square hole of 1, 2, 4 % of the pixels at a seeded position inside the image;
@@ -116,6 +117,13 @@ suites and settings:
            x4/random); knitwork (learned kernel), mlp, bicubic. The networks' rows also score
            the learned kernel against the true one: kernel_error, and kernel_error_start (the
            delta start's; 0 = the truth up to a whole-pixel shift)
+  ablation-inpaint, ablation-denoise
+           the paper's ablation (its Fig. 3) on the settings of inpaint / denoise: five networks,
+           each the previous one plus one component of the preset (knitwork/ablation.py):
+           mlp (the conventional coordinate MLP), patches (multi-scale patch output, no
+           reconstructor: the centre pixel, patch loss only), consistency (+ α), reconstructor
+           (+ the reconstructor and β), knitwork (+ the discriminator γ: the preset itself);
+           no classical tools
 
 Reduced protocols: --max-side downscales each clean image, then --centre-crop N keeps its
 central N×N (a side shorter than N is kept whole), before it is degraded; --every K takes
@@ -123,13 +131,23 @@ only every K-th image of the sorted list (K=4 on CBSD68's 68: 17 images). The cr
 of each row's hash and recorded in the row; --max-side, --centre-crop and --every are
 recorded in the bench's MLflow run.
 
-OUTPUT/rows.jsonl keeps every row; a rerun skips rows already done with the same settings.
+Error bars: --seeds N runs each (image, setting) N times; repeat r = 0 … N-1 seeds the
+degradation (hole position, noise, random kernel) and every fit with the image's seed + r, so
+all methods of a repeat see the same degraded image. Each row records its repeat.
+
+OUTPUT/rows.jsonl keeps every row; a rerun skips rows already done with the same settings
+(rows from before --seeds count as repeat 0; raising --seeds computes only the new repeats).
 Restored images: OUTPUT/SETTING/METHOD/IMAGE.png (and .../input/, .../truth/; SR's true kernels
-as .../truth/IMAGE.npy). --json FILE writes {"rows": [...]} with method, setting, image, psnr,
-ssim, psnr_hole, ssim_hole, seconds (SR: kernel_error, kernel_error_start). The table printed
-at the end shows mean scores (SR: and mean kernel errors); for denoising also the Knitwork's
-PSNR minus each other method's per setting, with its paired standard error over images and its
-wins.
+as .../truth/IMAGE.npy); repeats r > 0 under OUTPUT/SETTING/repeatR/. --json FILE writes
+{"rows": [...]} with method, setting, image, repeat, psnr, ssim, psnr_hole, ssim_hole (ours:
+the known pixels kept), psnr_raw, ssim_raw (the paper's protocol: the whole raw network output,
+no known pixel pasted back; a classical tool's output as it is), seconds (SR: kernel_error,
+kernel_error_start), config_hash. The table printed at the end shows mean scores over images
+and repeats (SR: and mean kernel errors), then per setting the Knitwork's score minus each other
+method's (ablation: each stage's minus the previous stage's), on hole PSNR and PSNR for
+inpainting, PSNR otherwise: the mean difference, its paired standard error (std of the
+per-image differences / √n, an image's value its mean over repeats), the images it wins (k/n)
+and a verdict: ahead or behind only when the mean lies outside ± SE, else within SE.
 docs/benchmarks/quality.md explains the protocol and shows the results beside the paper's.
 
 examples:
@@ -139,7 +157,13 @@ examples:
       --address ray://head:10001 --gpus-per-task 0.5
   knitwork bench quality --suite denoise --images ../shared/datasets/CBSD68 \\
       --sigmas 15,25,50 --centre-crop 128 --every 4 --json cbsd68-denoise.json
+  knitwork bench quality --suite ablation-inpaint --images ../shared/datasets/Set5 \\
+      --max-side 64 --seeds 3 --methods mlp,patches,knitwork
 """
+
+
+# pipeline.bench.SUITES, spelled out so that `knitwork --help` imports nothing heavy
+_SUITES = ["inpaint", "denoise", "sr", "ablation-inpaint", "ablation-denoise"]
 
 
 def add_bench(sub: argparse._SubParsersAction) -> None:
@@ -151,7 +175,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
         description=_BENCH_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    q.add_argument("--suite", required=True, choices=["inpaint", "denoise", "sr"])
+    q.add_argument("--suite", required=True, choices=_SUITES, help="see above")
     q.add_argument("--images", required=True, help="clean images: folder or s3:// URI")
     q.add_argument("--output", help="rows.jsonl and restored images [out/bench/SUITE]")
     q.add_argument("--max-side", type=int, help="downscale images to this longest side first")
@@ -168,12 +192,22 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
         metavar="K",
         help="only every K-th image of the sorted list, from the first [1: all]",
     )
-    add_config_options(q, seed_help="base seed of the degradations [0]", baseline=False)
-    q.add_argument("--methods", help="comma-separated subset of the suite's methods [all]")
+    add_config_options(q, seed_help="base seed of the degradations and fits [0]", baseline=False)
+    q.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="repeats per image and setting, repeat r seeded with the image's seed + r [1]",
+    )
+    q.add_argument(
+        "--methods", help="comma-separated subset of the suite's methods or stages [all]"
+    )
     q.add_argument("--settings", help="comma-separated subset of its settings, e.g. x2/delta [all]")
     q.add_argument(
         "--sigmas",
-        help="denoise: comma-separated noise levels (0-255), settings sigma=N [10,20,40]",
+        help="denoise, ablation-denoise: comma-separated noise levels (0-255), settings "
+        "sigma=N [10,20,40]",
     )
     q.add_argument("--json", help='write {"rows": [...]} to this file')
     add_cluster_options(q)
@@ -196,10 +230,11 @@ def _sigmas(text: str | None) -> tuple[float, ...] | None:
 
 def run_bench_quality(args: argparse.Namespace) -> int:
     from knitwork.io import DEFAULT_MAX_PIXELS
+    from pipeline.bench import suite_task
     from pipeline.bench_driver import BenchOptions, run_bench, table
     from pipeline.storage import redact
 
-    config, label = config_from(args, args.suite)
+    config, label = config_from(args, suite_task(args.suite))
     options = BenchOptions(
         suite=args.suite,
         images=args.images,
@@ -208,6 +243,7 @@ def run_bench_quality(args: argparse.Namespace) -> int:
         preset=label,
         max_side=args.max_side,
         seed=args.seed,
+        seeds=args.seeds,
         methods=names(args.methods),
         settings=names(args.settings),
         sigmas=_sigmas(args.sigmas),

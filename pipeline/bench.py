@@ -1,6 +1,7 @@
 """The quality benchmark: every image of a folder degraded with a fixed, seeded protocol and
-restored by the Knitwork, the MLP baseline and classical tools, as Ray tasks; one row per
-(method, setting, image), recorded in MLflow and in ``OUTPUT/rows.jsonl``.
+restored by the Knitwork, the MLP baseline and classical tools (or, in the ablation suites, by
+the paper's ablation stages, ``knitwork.ablation``), as Ray tasks; one row per (method,
+setting, image, repeat), recorded in MLflow and in ``OUTPUT/rows.jsonl``.
 
 Protocol (docs/benchmarks/quality.md): inpainting one square hole of 1, 2, 4 % of the pixels at
 a seeded position fully inside the image; denoising σ 10, 20, 40 (0–255) unless other levels
@@ -9,13 +10,17 @@ Gaussian kernels and a random anisotropic Gaussian drawn per image from its seed
 generator, ``kernels.random_kernel``). A reduced protocol may downscale each clean image
 (``max_side``) and then keep its centre (``centre_crop``) before degrading it. The seed of an
 image is the base seed plus a hash of its name (``image_seed``), the same for every method and
-setting. RGB PSNR/SSIM with data range 1, no border crop, on the whole image and on the hole;
-the networks' SR rows also score their learned kernel against the true one (``kernel_error``,
-``kernel_error_start``: ``report.kernel_scores``).
+setting; repeat r (``--seeds N``: r = 0 … N − 1) uses that seed + r for the degradation and
+the fit alike, so every method of a repeat sees the same degraded image. RGB PSNR/SSIM with
+data range 1, no border crop, on the whole image and on the hole; ``psnr_raw``/``ssim_raw``
+score the whole image as the paper does, on the networks' raw output (``FitResult.raw``: no
+known pixel pasted back; a classical tool's output as it is); the networks' SR rows also
+score their learned kernel against the true one (``kernel_error``, ``kernel_error_start``:
+``report.kernel_scores``).
 
 Restored images land in ``OUTPUT/SETTING/METHOD/IMAGE.png`` (inputs in ``.../input/``, ground
-truths in ``.../truth/``, SR's true kernels there as ``IMAGE.npy``); a rerun skips the rows
-already done with the same settings.
+truths in ``.../truth/``, SR's true kernels there as ``IMAGE.npy``), repeats r > 0 in
+``OUTPUT/SETTING/repeatR/...``; a rerun skips the rows already done with the same settings.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
+from knitwork.ablation import ABLATION_STAGES, ablation_config
 from knitwork.classical import CLASSICAL, classical
 from knitwork.config import Config, as_baseline
 from knitwork.degradation import RANDOM, Degradation
@@ -43,7 +49,8 @@ from pipeline.manifest import config_hash
 from pipeline.storage import NotFound, Storage, StorageError
 
 ROWS_NAME = "rows.jsonl"
-NEURAL = ("knitwork", "mlp")
+NEURAL = ("knitwork", "mlp")  # the task suites' networks
+ABLATION = "ablation-"  # prefix of the ablation suites: ablation-inpaint, ablation-denoise
 PNG = ".png"  # restored images, inputs and truths are written as PNG
 KERNEL_SCORES = ("kernel_error", "kernel_error_start")  # sr rows: None but for a learned kernel
 
@@ -81,7 +88,7 @@ def denoise_settings(sigmas: tuple[float, ...]) -> tuple[Setting, ...]:
     )
 
 
-SUITES: dict[str, tuple[Setting, ...]] = {
+_TASK_SUITES: dict[str, tuple[Setting, ...]] = {
     "inpaint": tuple(
         Setting(name=f"fill={f:g}", degradation=Degradation(task="inpaint", fill_ratio=f))
         for f in (0.01, 0.02, 0.04)
@@ -96,15 +103,41 @@ SUITES: dict[str, tuple[Setting, ...]] = {
         for k in SR_KERNELS
     ),
 }
+# the paper's ablation (its Fig. 3) on the settings of a task suite: networks only
+SUITES: dict[str, tuple[Setting, ...]] = _TASK_SUITES | {
+    f"{ABLATION}{task}": _TASK_SUITES[task] for task in ("inpaint", "denoise")
+}
+
+
+def suite_task(suite: str) -> str:
+    """The task a suite degrades for: inpaint, denoise or sr."""
+    return suite.removeprefix(ABLATION)
 
 
 def methods_of(suite: str) -> tuple[str, ...]:
+    """The suite's methods in table order: the ablation's stages, or the two networks and the
+    task's classical tools."""
+    if suite.startswith(ABLATION):
+        return ABLATION_STAGES
     return NEURAL + tuple(m.name for m in CLASSICAL[suite])
+
+
+def is_neural(method: str) -> bool:
+    """A network fitted by ``knitwork.fit`` (the Knitwork, the MLP, an ablation stage)."""
+    return method in ABLATION_STAGES
+
+
+def neural_config(config: Config, method: str) -> Config:
+    """A network's config from the Knitwork's: itself, the MLP's ``as_baseline``, or an
+    ablation stage's (``knitwork.ablation``)."""
+    if method in NEURAL:
+        return config if method == "knitwork" else as_baseline(config)
+    return ablation_config(config, method)
 
 
 @dataclass(frozen=True, kw_only=True)
 class BenchItem:
-    """One Ray task: the methods to run on one image under one setting."""
+    """One Ray task: the methods to run on one image under one setting, in one repeat."""
 
     suite: str
     source: Storage
@@ -121,6 +154,7 @@ class BenchItem:
     write_inputs: bool = False  # also write the degraded input and the ground truth
     pack: int | None = 1  # fits packed per task (knitwork.packed); None: automatic
     centre_crop: int | None = None  # then their central N×N (less where a side is shorter)
+    repeat: int = 0  # r of --seeds: the seed is the image's + r
 
 
 @dataclass(kw_only=True)
@@ -130,8 +164,15 @@ class RowOutcome:
     artifacts: dict[str, bytes] = field(default_factory=dict)
 
 
-def output_name(setting: Setting, method: str, image: str) -> str:
-    return f"{setting.name}/{method}/{PurePosixPath(image).with_suffix('.png')}"
+def _folder(setting: Setting, repeat: int) -> str:
+    """A setting's folder: SETTING, and SETTING/repeatR for repeats r > 0 (no method, input or
+    truth folder is named so, so repeats never collide)."""
+    return setting.name if repeat == 0 else f"{setting.name}/repeat{repeat}"
+
+
+def output_name(setting: Setting, method: str, image: str, repeat: int = 0) -> str:
+    stem = PurePosixPath(image).with_suffix(".png")
+    return f"{_folder(setting, repeat)}/{method}/{stem}"
 
 
 def base_row(item: BenchItem, method: str) -> dict:
@@ -141,50 +182,55 @@ def base_row(item: BenchItem, method: str) -> dict:
         "method": method,
         "setting": item.setting.name,
         "image": item.image,
+        "repeat": item.repeat,
         "status": "failed",
         "error": None,
         "psnr": None,
         "ssim": None,
         "psnr_hole": None,
         "ssim_hole": None,
+        "psnr_raw": None,
+        "ssim_raw": None,
         "seconds": None,
         "params": "",
         "seed": item.seed,
         "max_side": item.max_side,
         "centre_crop": item.centre_crop,
         "config_hash": item.digests[method],
-        "output": output_name(item.setting, method, item.image),
+        "output": output_name(item.setting, method, item.image, item.repeat),
         "worker": f"{socket.gethostname()}:{os.getpid()}",
     } | kernel
 
 
-def _scores(restored: np.ndarray, truth: np.ndarray, obs) -> dict:
+def _scores(restored: np.ndarray, raw: np.ndarray, truth: np.ndarray, obs) -> dict:
+    """Our protocol's scores of ``restored`` (whole image, hole) and the paper's of ``raw``
+    (the whole raw output: ``psnr_raw``, ``ssim_raw``)."""
     hole = obs.hole if obs.task == "inpaint" else None
     scores = evaluate(restored, truth, hole)
+    whole = scores if raw is restored else evaluate(raw, truth)
+    scores |= {"psnr_raw": whole["psnr"], "ssim_raw": whole["ssim"]}
     return {
         k: (None if v is None or not np.isfinite(v) else round(float(v), 4))
         for k, v in scores.items()
     }
 
 
-def _neural_config(item: BenchItem, method: str) -> Config:
-    return item.config if method == "knitwork" else as_baseline(item.config)
-
-
 def _neural(
     item: BenchItem, method: str, obs, truth, result: FitResult | None = None
-) -> tuple[np.ndarray, dict, list]:
-    """A neural method's restoration: ``result`` when it was fitted in a pack, else a fit."""
-    config = _neural_config(item, method)
+) -> tuple[np.ndarray, np.ndarray, dict, list]:
+    """A neural method's restoration and raw output: ``result`` when it was fitted in a pack,
+    else a fit."""
+    config = neural_config(item.config, method)
     if result is None:
         result = fit(obs, config, seed=item.seed, ground_truth=truth)
-    params = f"{config.model.method}, {config.optim.steps} steps, config {item.digests[method]}"
+    what = config.model.method if method in NEURAL else f"{method} stage"
+    params = f"{what}, {config.optim.steps} steps, config {item.digests[method]}"
     extra = {"params": params, "parameters": result.parameters, "packed": result.packed}
     if item.suite == "sr":
         true_kernel = item.setting.degradation.true_kernel(item.seed)
         scores = kernel_scores(learned_kernel(result), true_kernel)
         extra |= {k: None if v is None else round(v, 6) for k, v in scores.items()}
-    return result.image, extra, result.history
+    return result.image, result.raw, extra, result.history
 
 
 def _degrade(item: BenchItem):
@@ -218,21 +264,22 @@ def _set_threads(item: BenchItem) -> None:
         torch.set_num_threads(item.threads)
 
 
-def kernel_name(setting: Setting, image: str) -> str:
+def kernel_name(setting: Setting, image: str, repeat: int = 0) -> str:
     """Where an SR setting's true kernel of ``image`` is written (beside its truth image)."""
-    return f"{setting.name}/truth/{PurePosixPath(image).with_suffix('.npy')}"
+    return f"{_folder(setting, repeat)}/truth/{PurePosixPath(image).with_suffix('.npy')}"
 
 
 def _write_inputs(item: BenchItem, obs, truth) -> None:
     if item.write_inputs:
+        setting, image, repeat = item.setting, item.image, item.repeat
         item.output.write(
-            output_name(item.setting, "input", item.image), encode_image(obs.image, PNG)
+            output_name(setting, "input", image, repeat), encode_image(obs.image, PNG)
         )
-        item.output.write(output_name(item.setting, "truth", item.image), encode_image(truth, PNG))
+        item.output.write(output_name(setting, "truth", image, repeat), encode_image(truth, PNG))
         if item.suite == "sr":
             buffer = io.BytesIO()
-            np.save(buffer, item.setting.degradation.true_kernel(item.seed))
-            item.output.write(kernel_name(item.setting, item.image), buffer.getvalue())
+            np.save(buffer, setting.degradation.true_kernel(item.seed))
+            item.output.write(kernel_name(setting, image, repeat), buffer.getvalue())
 
 
 def run_item(item: BenchItem) -> list[RowOutcome]:
@@ -259,7 +306,7 @@ def run_pack(items: list[BenchItem]) -> list[list[RowOutcome]]:
         try:
             fitted = fit_packed(
                 [degraded[i][0] for i in ready],
-                _neural_config(items[0], method),
+                neural_config(items[0].config, method),
                 seeds=[items[i].seed for i in ready],
                 ground_truths=[degraded[i][1] for i in ready],
                 pack=items[0].pack,
@@ -281,13 +328,14 @@ def run_pack(items: list[BenchItem]) -> list[list[RowOutcome]]:
 def _run_method(item: BenchItem, method: str, obs, truth, result=None) -> RowOutcome:
     row, start = base_row(item, method), time.perf_counter()
     try:
-        if method in NEURAL:
-            restored, extra, history = _neural(item, method, obs, truth, result)
+        if is_neural(method):
+            restored, raw, extra, history = _neural(item, method, obs, truth, result)
         else:
             tool = classical(item.suite, method)
             sigma = item.setting.degradation.sigma / 255 if item.suite == "denoise" else None
             restored, extra, history = tool.run(obs, sigma), {"params": tool.params}, []
-        row |= extra | _scores(restored, truth, obs)
+            raw = restored  # its output as it is: the paper's protocol scores the same
+        row |= extra | _scores(restored, raw, truth, obs)
         row["seconds"] = round(time.perf_counter() - start, 3)
         if result is not None:  # its share of the packed fit
             row["seconds"] = round(row["seconds"] + result.seconds, 3)
@@ -308,18 +356,21 @@ def failed_row(item: BenchItem, method: str, err: Exception, row: dict | None = 
     return RowOutcome(row=row)
 
 
-def row_key(row: dict) -> tuple[str, str, str]:
-    return row["method"], row["setting"], row["image"]
+def row_key(row: dict) -> tuple[str, str, str, int]:
+    """(method, setting, image, repeat); a row from before --seeds is repeat 0."""
+    return row["method"], row["setting"], row["image"], row.get("repeat", 0)
 
 
-def parse_rows(text: str, source: str) -> dict[tuple[str, str, str], dict]:
-    """The latest row per (method, setting, image); a corrupt line names its line."""
+def parse_rows(text: str, source: str) -> dict[tuple[str, str, str, int], dict]:
+    """The latest row per (method, setting, image, repeat), each with its ``repeat`` (0 where
+    an older row has none); a corrupt line names its line."""
     rows = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
+            row.setdefault("repeat", 0)
             rows[row_key(row)] = row
         except (ValueError, KeyError, TypeError) as err:
             raise ValueError(f"{source}: line {number} is not a bench row ({err})") from None
@@ -338,17 +389,21 @@ def digest(
     seed: int,
     max_side: int | None,
     centre_crop: int | None = None,
+    repeat: int = 0,
 ) -> str:
-    """The hash of everything that decides a row: method and its config, protocol, size (a
-    centre crop enters only when there is one, so rows without keep their old hashes)."""
-    if method in NEURAL:
-        what = (config if method == "knitwork" else as_baseline(config)).identity()
+    """The hash of everything that decides a row: method and its config, protocol, seed, size
+    (a centre crop and a repeat r > 0 enter only when there are, so that other rows keep their
+    old hashes)."""
+    if is_neural(method):
+        what = neural_config(config, method).identity()
     else:
         what = classical(suite, method).params
     payload = {"method": method, "what": what, "setting": _setting_payload(setting), "seed": seed}
     payload |= {"max_side": max_side, "suite": suite}
     if centre_crop is not None:
         payload["centre_crop"] = centre_crop
+    if repeat > 0:
+        payload["repeat"] = repeat
     return config_hash(payload)
 
 
@@ -371,38 +426,46 @@ def plan_items(
     settings: tuple[Setting, ...],
     seeds: dict[str, int],
     done: dict,
+    repeats: int = 1,
 ) -> list[BenchItem]:
-    """One item per (image, setting, neural method) and one per (image, setting) for the
-    classical methods; rows done with the same hash (and their image present) are skipped."""
+    """One item per (image, setting, repeat, neural method) and one per (image, setting,
+    repeat) for the classical methods; repeat r seeds with the image's seed + r. Rows done
+    with the same hash (and their image present) are skipped."""
     items = []
     for setting in settings:
         for name in names:
-            seed = seeds[name]
-            todo = []
-            for method in methods:
-                h = digest(
-                    method, base.config, base.suite, setting, seed, base.max_side, base.centre_crop
-                )
-                row = done.get((method, setting.name, name))
-                finished = row is not None and row["status"] == "ok" and row["config_hash"] == h
-                if not (finished and base.output.exists(row["output"])):
-                    todo.append((method, h))
-            neural = [(m, h) for m, h in todo if m in NEURAL]
-            rest = [(m, h) for m, h in todo if m not in NEURAL]
-            groups = [[pair] for pair in neural] + ([rest] if rest else [])
-            for group in groups:
-                items.append(
-                    replace(
-                        base,
-                        image=name,
-                        setting=setting,
-                        seed=seed,
-                        methods=tuple(m for m, _ in group),
-                        digests=dict(group),
-                        write_inputs=group is groups[-1],
-                    )
-                )
+            for repeat in range(repeats):
+                seed = seeds[name] + repeat
+                here = replace(base, image=name, setting=setting, seed=seed, repeat=repeat)
+                items += _image_items(here, methods, done)
     return items
+
+
+def _image_items(item: BenchItem, methods: tuple[str, ...], done: dict) -> list[BenchItem]:
+    """The items of one (image, setting, repeat): each network alone, the classical tools
+    together; the last one also writes the input and the truth."""
+    todo = []
+    for method in methods:
+        h = digest(
+            method, item.config, item.suite, item.setting, item.seed, item.max_side,
+            item.centre_crop, item.repeat,
+        )  # fmt: skip
+        row = done.get((method, item.setting.name, item.image, item.repeat))
+        finished = row is not None and row["status"] == "ok" and row["config_hash"] == h
+        if not (finished and item.output.exists(row["output"])):
+            todo.append((method, h))
+    neural = [(m, h) for m, h in todo if is_neural(m)]
+    rest = [(m, h) for m, h in todo if not is_neural(m)]
+    groups = [[pair] for pair in neural] + ([rest] if rest else [])
+    return [
+        replace(
+            item,
+            methods=tuple(m for m, _ in group),
+            digests=dict(group),
+            write_inputs=group is groups[-1],
+        )
+        for group in groups
+    ]
 
 
 def run_task(items: list[BenchItem]) -> list[list[RowOutcome]]:
@@ -415,7 +478,7 @@ def pack_items(items: list[BenchItem], per_task: int) -> list[list[BenchItem]]:
     packed), every other item alone."""
     tasks, groups = [], {}
     for item in items:
-        if per_task > 1 and len(item.methods) == 1 and item.methods[0] in NEURAL:
+        if per_task > 1 and len(item.methods) == 1 and is_neural(item.methods[0]):
             groups.setdefault((item.setting.name, item.methods[0]), []).append(item)
         else:
             tasks.append([item])

@@ -1,5 +1,9 @@
 """`knitwork bench quality`, the driver side: plan the rows, run them as Ray tasks, record them
-in MLflow and ``OUTPUT/rows.jsonl``, print the table, write ``{"rows": [...]}`` JSON."""
+in MLflow and ``OUTPUT/rows.jsonl``, print the table, write ``{"rows": [...]}`` JSON.
+
+Report scripts reuse the pure functions: ``means`` (mean scores per setting and method),
+``paired_summary`` (a method's score minus another's, paired over images: mean, paired SE,
+wins, verdict) and ``table`` (the printed summary)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from knitwork.config import Config
 from knitwork.io import DEFAULT_MAX_PIXELS, atomic_file
 from pipeline.bench import (
+    ABLATION,
     KERNEL_SCORES,
     ROWS_NAME,
     SUITES,
@@ -20,13 +25,16 @@ from pipeline.bench import (
     Setting,
     denoise_settings,
     failed_row,
+    is_neural,
     methods_of,
+    neural_config,
     pack_items,
     parse_rows,
     plan_items,
     render_rows,
     row_key,
     run_task,
+    suite_task,
 )
 from pipeline.cluster import (
     ClusterOptions,
@@ -48,18 +56,22 @@ from pipeline.driver import (
 from pipeline.storage import IMAGE_EXTENSIONS, StorageError, open_storage
 from pipeline.tracking import Tracker, flatten, metric_key, tracking_uri
 
-SCORES = ("psnr", "ssim", "psnr_hole", "ssim_hole", "seconds", *KERNEL_SCORES)
+SCORES = (
+    "psnr", "ssim", "psnr_hole", "ssim_hole", "psnr_raw", "ssim_raw", "seconds", *KERNEL_SCORES
+)  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
 class BenchOptions:
-    suite: str  # inpaint, denoise or sr
+    suite: str  # inpaint, denoise, sr, ablation-inpaint or ablation-denoise
     images: str  # clean images: folder or s3:// URI
     output: str  # rows.jsonl and the restored images
-    config: Config  # the Knitwork's; the MLP baseline uses the same budget (as_baseline)
+    config: Config  # the Knitwork's; the MLP baseline (as_baseline) and the ablation's stages
+    # (knitwork.ablation) derive from it, on the same budget
     preset: str = ""
     max_side: int | None = None  # images downscaled to this longest side first
-    seed: int = 0  # base seed of the degradations
+    seed: int = 0  # base seed of the degradations and fits
+    seeds: int = 1  # repeats per (image, setting): repeat r seeds with the image's seed + r
     methods: tuple[str, ...] | None = None  # None: every method of the suite
     settings: tuple[str, ...] | None = None  # None: every setting of the suite
     sigmas: tuple[float, ...] | None = None  # denoise: noise levels instead of 10, 20, 40
@@ -101,14 +113,19 @@ def _methods(options: BenchOptions) -> tuple[str, ...]:
             f"unknown method(s) {', '.join(unknown)} for {options.suite}; "
             f"choose from {', '.join(known)}"
         )
+    for method in filter(is_neural, chosen):
+        neural_config(options.config, method)  # a stage the preset cannot make fails here
     return tuple(chosen)
 
 
 def _settings(options: BenchOptions) -> tuple[Setting, ...]:
     suite = SUITES[options.suite]
     if options.sigmas is not None:
-        if options.suite != "denoise":
-            raise ValueError(f"--sigmas is for the denoise suite only, not {options.suite}")
+        if suite_task(options.suite) != "denoise":
+            raise ValueError(
+                "--sigmas is for the denoise suite only (and ablation-denoise), "
+                f"not {options.suite}"
+            )
         suite = denoise_settings(options.sigmas)
     known = {s.name: s for s in suite}
     chosen = options.settings or tuple(known)
@@ -122,7 +139,8 @@ def _settings(options: BenchOptions) -> tuple[Setting, ...]:
 
 
 def _check_subset(options: BenchOptions) -> None:
-    for flag, value in (("--centre-crop", options.centre_crop), ("--every", options.every)):
+    checked = (("--centre-crop", options.centre_crop), ("--every", options.every))
+    for flag, value in (*checked, ("--seeds", options.seeds)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be a whole number ≥ 1; got {value}")
 
@@ -147,12 +165,13 @@ class _Recorder:
         outcomes = [outcome for item_outcomes in per_item for outcome in item_outcomes]
         for outcome in outcomes:
             row = outcome.row
-            tags = {k: str(row[k]) for k in ("suite", "method", "setting", "image")}
+            tags = {k: str(row[k]) for k in ("suite", "method", "setting", "image", "repeat")}
             kept = ("seed", "max_side", "centre_crop", "params", "config_hash")
             params = tags | {k: str(row.get(k)) for k in kept}
             metrics = {k: row[k] for k in SCORES if row.get(k) is not None}
+            again = f" repeat {row['repeat']}" if row["repeat"] else ""
             row["mlflow_run_id"] = self.tracker.log_child(
-                f"{row['method']} {row['setting']} {row['image']}",
+                f"{row['method']} {row['setting']} {row['image']}{again}",
                 tags,
                 params,
                 outcome.history,
@@ -195,6 +214,7 @@ def run_bench(options: BenchOptions) -> BenchSummary:
             "centre_crop": str(options.centre_crop),
             "every": str(options.every),
             "seed": str(options.seed),
+            "seeds": str(options.seeds),
             "methods": ",".join(methods),
             "settings": ",".join(s.name for s in settings),
             "code_version": code_version(),
@@ -216,13 +236,13 @@ def run_bench(options: BenchOptions) -> BenchSummary:
         )
         per_task = options.cluster.pack or (AUTO_GPU_TASK_IMAGES if resources["num_gpus"] else 1)
         base = replace(base, pack=options.cluster.pack or None)
-        items = plan_items(base, names, methods, settings, seeds, rows)
+        items = plan_items(base, names, methods, settings, seeds, rows, options.seeds)
         tasks = pack_items(items, per_task)
         desc = f"bench {options.suite}"
         progress = Progress(len(tasks) + len(refused), options.progress, desc=desc, unit="task")
         recorder.progress = progress
         for name, problem in refused.items():
-            _refuse(recorder, base, shown(name), problem, methods, settings)
+            _refuse(recorder, base, shown(name), problem, methods, settings, options.seeds)
         try:
             if tasks:
                 remote = ray.remote(run_task).options(**resources)
@@ -231,7 +251,13 @@ def run_bench(options: BenchOptions) -> BenchSummary:
         finally:
             progress.close()
     shown_names = names + [shown(n) for n in refused]
-    wanted = {(m, s.name, n) for m in methods for s in settings for n in shown_names}
+    wanted = {
+        (m, s.name, n, r)
+        for m in methods
+        for s in settings
+        for n in shown_names
+        for r in range(options.seeds)
+    }
     order = _order(options.suite, [s.name for s in settings])
     summary.rows = sorted((r for k, r in rows.items() if k in wanted), key=order)
     summary.ran, summary.seconds = recorder.ran, time.perf_counter() - start
@@ -244,19 +270,20 @@ def run_bench(options: BenchOptions) -> BenchSummary:
     return summary
 
 
-def _refuse(recorder, base: BenchItem, name: str, problem: str, methods, settings) -> None:
-    """Failed rows (every method and setting) for an image whose name cannot be used."""
-    items = [
-        replace(base, image=name, setting=s, methods=methods, digests=dict.fromkeys(methods, ""))
-        for s in settings
-    ]
+def _refuse(
+    recorder, base: BenchItem, name: str, problem: str, methods, settings, repeats: int
+) -> None:
+    """Failed rows (every method, setting and repeat) for an image whose name cannot be used."""
+    unscored = replace(base, image=name, methods=methods, digests=dict.fromkeys(methods, ""))
+    items = [replace(unscored, setting=s, repeat=r) for s in settings for r in range(repeats)]
     error = ValueError(problem)
     recorder(items, [[failed_row(item, m, error) for m in methods] for item in items], None)
 
 
 def _order(suite: str, settings: list[str]):
     def key(row: dict):
-        return settings.index(row["setting"]), _rank(suite, row["method"]), row["image"]
+        setting, method = settings.index(row["setting"]), _rank(suite, row["method"])
+        return setting, method, row["image"], row.get("repeat", 0)
 
     return key
 
@@ -296,16 +323,17 @@ def means_metrics(rows: list[dict]) -> dict[str, float]:
 
 
 def table(rows: list[dict], suite: str) -> str:
-    """Mean scores per setting and method, settings in the rows' order; * marks each
-    setting's best (hole PSNR for inpainting, PSNR otherwise). SR adds the mean learned
-    kernel's error and the delta start's (``kernel_scores``). Denoising adds the Knitwork's
-    paired PSNR differences (``paired_table``)."""
-    key = "psnr_hole" if suite == "inpaint" else "psnr"
+    """Mean scores per setting and method (over images and repeats), settings in the rows'
+    order; * marks each setting's best (hole PSNR for inpainting, PSNR otherwise). Raw: the
+    paper's protocol, the whole raw output (``psnr_raw``, ``ssim_raw``). SR adds the mean
+    learned kernel's error and the delta start's (``kernel_scores``). Then the paired
+    differences of every suite (``paired_table``)."""
+    key = paired_scores(suite)[0]
     stats = means(rows)
     kernels = suite == "sr"
     lines = [
         f"{'setting':12s} {'method':14s} {'PSNR':>7s} {'SSIM':>6s} {'hole PSNR':>9s} "
-        f"{'hole SSIM':>9s} {'s/img':>7s} {'n':>3s}"
+        f"{'hole SSIM':>9s} {'raw PSNR':>8s} {'raw SSIM':>8s} {'s/img':>7s} {'n':>3s}"
         + (f" {'kernel err':>10s} {'start':>6s}" if kernels else "")
     ]
     for setting in dict.fromkeys(r["setting"] for r in rows):
@@ -318,11 +346,12 @@ def table(rows: list[dict], suite: str) -> str:
             lines.append(
                 f"{setting:12s} {method:14s} {_f(v['psnr'])}{mark if key == 'psnr' else ' '}"
                 f"{_f(v['ssim'], 6, 3)} {_f(v['psnr_hole'], 8)}{mark if key != 'psnr' else ' '}"
-                f"{_f(v['ssim_hole'], 9, 3)} {_f(v['seconds'], 7, 1)} {v['images']:3d}"
+                f"{_f(v['ssim_hole'], 9, 3)} {_f(v['psnr_raw'], 8)} {_f(v['ssim_raw'], 8, 3)}"
+                f" {_f(v['seconds'], 7, 1)} {v['images']:3d}"
                 + (_kernel_columns(v) if kernels else "")
                 + (f"  ({v['failed']} failed)" if v["failed"] else "")
             )
-    comparison = paired_table(rows, suite) if suite == "denoise" else ""
+    comparison = paired_table(rows, suite)
     return "\n".join(lines + (["", comparison] if comparison else []))
 
 
@@ -340,6 +369,14 @@ class Paired:
     wins: int  # images where A is higher
     n: int
 
+    @property
+    def verdict(self) -> str:
+        """Ahead or behind only outside the paired SE, else "within SE" (one image has no SE:
+        always within)."""
+        if self.se is None or abs(self.mean) <= self.se:
+            return "within SE"
+        return "ahead" if self.mean > 0 else "behind"
+
 
 def paired(a: dict[str, float], b: dict[str, float]) -> Paired | None:
     """``a`` − ``b`` (image → score) on their common images; None when they share none."""
@@ -350,30 +387,89 @@ def paired(a: dict[str, float], b: dict[str, float]) -> Paired | None:
     return Paired(statistics.fmean(diffs), se, sum(d > 0 for d in diffs), len(diffs))
 
 
-def paired_table(rows: list[dict], suite: str) -> str:
-    """Per setting, the Knitwork's PSNR minus each other method's, paired over the images
-    both restored: mean, paired SE, wins. Empty when there is no Knitwork row."""
-    psnr: dict[tuple[str, str], dict[str, float]] = {}
-    for r in rows:
-        if r["status"] == "ok" and r.get("psnr") is not None:
-            psnr.setdefault((r["setting"], r["method"]), {})[r["image"]] = r["psnr"]
-    lines = []
+# the scores compared pair by pair, the suite's primary one first
+PAIRED_SCORES = {"inpaint": ("psnr_hole", "psnr"), "denoise": ("psnr",), "sr": ("psnr",)}
+_LABELS = {"psnr": "PSNR", "psnr_hole": "hole PSNR", "psnr_raw": "raw PSNR"}
+
+
+def paired_scores(suite: str) -> tuple[str, ...]:
+    """The scores a suite's paired table compares, its primary one first."""
+    return PAIRED_SCORES[suite_task(suite)]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``method``'s ``score`` minus ``other``'s in one setting, paired over images."""
+
+    setting: str
+    score: str  # a row field: psnr, psnr_hole, ...
+    method: str  # the Knitwork, or in the ablation a stage
+    other: str  # the method compared with, or the previous stage
+    diff: Paired  # ``method`` − ``other``: mean, SE, wins, n, verdict
+
+
+def paired_summary(rows: list[dict], suite: str, score: str) -> list[Comparison]:
+    """Per setting (in the rows' order): the Knitwork minus each other method, or in an
+    ablation suite each stage minus the previous stage present, on ``score``, paired over the
+    images both restored; an image's value is its mean over the repeats both have."""
+    values = _by_image(rows, score)
+    found = []
     for setting in dict.fromkeys(r["setting"] for r in rows):
-        ours = psnr.get((setting, "knitwork"), {})
-        others = sorted(
-            {m for s, m in psnr if s == setting} - {"knitwork"}, key=lambda m: _rank(suite, m)
-        )
-        for method in others:
-            d = paired(ours, psnr[setting, method])
+        present = sorted({m for s, m in values if s == setting}, key=lambda m: _rank(suite, m))
+        for method, other in _pairs(suite, present):
+            d = _paired_repeats(values[setting, method], values[setting, other])
             if d is not None:
-                wins = f"{d.wins}/{d.n}"
-                lines.append(f"{setting:12s} {method:14s} {d.mean:+7.2f} {_f(d.se, 6)} {wins:>7s}")
+                found.append(Comparison(setting, score, method, other, d))
+    return found
+
+
+def _by_image(rows: list[dict], score: str) -> dict[tuple[str, str], dict[str, dict]]:
+    """(setting, method) → image → repeat → ``score``, of the rows that succeeded."""
+    values: dict[tuple[str, str], dict[str, dict]] = {}
+    for r in rows:
+        if r["status"] == "ok" and r.get(score) is not None:
+            images = values.setdefault((r["setting"], r["method"]), {})
+            images.setdefault(r["image"], {})[r.get("repeat", 0)] = r[score]
+    return values
+
+
+def _pairs(suite: str, present: list[str]) -> list[tuple[str, str]]:
+    if suite.startswith(ABLATION):
+        return list(zip(present[1:], present[:-1], strict=True))
+    return [("knitwork", m) for m in present if m != "knitwork"] if "knitwork" in present else []
+
+
+def _paired_repeats(a: dict[str, dict], b: dict[str, dict]) -> Paired | None:
+    """``paired`` on per-image means over the repeats both ``a`` and ``b`` have."""
+    ours, theirs = {}, {}
+    for image in a.keys() & b.keys():
+        common = a[image].keys() & b[image].keys()
+        if common:
+            ours[image] = statistics.fmean(a[image][r] for r in common)
+            theirs[image] = statistics.fmean(b[image][r] for r in common)
+    return paired(ours, theirs)
+
+
+def paired_table(rows: list[dict], suite: str) -> str:
+    """``paired_summary`` of each of the suite's scores as text: mean difference, paired SE,
+    wins k/n and the verdict. Empty when nothing pairs (no Knitwork row, one stage)."""
+    lines = [
+        f"{_LABELS.get(c.score, c.score):9s} {c.setting:12s} {c.method + ' − ' + c.other:28s} "
+        f"{c.diff.mean:+7.2f} {_f(c.diff.se, 6)} {f'{c.diff.wins}/{c.diff.n}':>7s}  "
+        f"{c.diff.verdict}"
+        for score in paired_scores(suite)
+        for c in paired_summary(rows, suite, score)
+    ]
     if not lines:
         return ""
+    what = "each stage − the previous one" if suite.startswith(ABLATION) else "knitwork − method"
     return "\n".join(
         [
-            "knitwork PSNR − method's, paired over images (SE: std of differences / √n)",
-            f"{'setting':12s} {'method':14s} {'Δ dB':>7s} {'SE':>6s} {'wins':>7s}",
+            f"{what}, paired over images (an image's value: its mean over repeats)",
+            "SE: std of the per-image differences / √n; wins: images ahead; ahead or behind "
+            "only outside ± SE",
+            f"{'score':9s} {'setting':12s} {'comparison':28s} {'Δ dB':>7s} {'SE':>6s} "
+            f"{'wins':>7s}  verdict",
             *lines,
         ]
     )

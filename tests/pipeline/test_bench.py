@@ -46,12 +46,16 @@ def test_bench_writes_every_row_and_records_them(tmp_path, ray_cluster, tracking
         assert row["status"] == "ok", row
         assert {"psnr", "ssim", "psnr_hole", "ssim_hole", "seconds", "params"} <= row.keys()
         assert np.isfinite(row["psnr"]) and 0 < row["ssim"] <= 1
+        assert row["repeat"] == 0 and np.isfinite(row["psnr_raw"]) and 0 < row["ssim_raw"] <= 1
+        if suite != "inpaint" or row["method"] not in ("knitwork", "mlp"):  # nothing pasted
+            assert (row["psnr_raw"], row["ssim_raw"]) == (row["psnr"], row["ssim"])
         assert (row["psnr_hole"] is not None) == (suite == "inpaint")
         assert (output / row["output"]).is_file()
     assert "biharmonic" in methods_of("inpaint") and "bm3d" in methods_of("denoise")
     printed = capsys.readouterr().out
     assert f"{len(expected)} rows ({len(expected)} computed now, 0 failed)" in printed
-    assert ("knitwork PSNR − method's, paired over images" in printed) == (suite == "denoise")
+    assert "knitwork − method, paired over images" in printed  # every suite
+    assert "PSNR      " + SUITES[suite][0].name.ljust(12) + " knitwork − mlp" in printed
 
     from mlflow.tracking import MlflowClient
 

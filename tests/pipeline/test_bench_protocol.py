@@ -1,7 +1,7 @@
 """Reduced denoising protocols of `knitwork bench quality`: --sigmas chooses the noise levels,
 --centre-crop keeps each image's centre (and changes the rows' hashes), --every takes a fixed
 subset, bm3d-sigma is told the setting's true σ, and the Knitwork's paired PSNR differences
-(mean, paired SE, wins) are right on hand-made numbers."""
+(mean, paired SE, wins, verdict) are right on hand-made numbers."""
 
 from __future__ import annotations
 
@@ -141,8 +141,10 @@ def test_paired_table_pairs_images_per_setting():
             row("bm3d", "a", 29.0), row("bm3d", "b", 29.0), row("bm3d", "c", 24.0),
             row("nlm", "a", 31.0), row("nlm", "b", None, "failed")]  # fmt: skip
     lines = paired_table(rows, "denoise").splitlines()
-    assert lines[2].split() == ["sigma=25", "nlm", "-1.00", "–", "0/1"]
-    assert lines[3].split() == ["sigma=25", "bm3d", "+0.33", "0.67", "2/3"]
+    assert lines[3].split() == ["PSNR", "sigma=25", "knitwork", "−", "nlm", "-1.00", "–", "0/1",
+                                "within", "SE"]  # fmt: skip
+    assert lines[4].split() == ["PSNR", "sigma=25", "knitwork", "−", "bm3d", "+0.33", "0.67",
+                                "2/3", "within", "SE"]  # fmt: skip
     assert paired_table([r for r in rows if r["method"] != "knitwork"], "denoise") == ""
 
 
