@@ -28,7 +28,7 @@ from machine import describe, publish_section
 from quality_report import PAPER_DENOISE, _panel, contact_sheet
 
 from knitwork.io import load_image, save_image
-from pipeline.bench_driver import paired
+from pipeline.bench_tables import paired
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "docs" / "benchmarks" / "denoise"

@@ -107,8 +107,10 @@ repeat and network (the classical tools share one); every row is an MLflow child
 bench run.
 
 suites and settings:
-  inpaint  one square hole of 1, 2, 4 % of the pixels at a seeded position inside the image;
-           methods knitwork, mlp, biharmonic (scikit-image), telea, navier-stokes (OpenCV)
+  inpaint  one square hole of 1, 2, 4, 8, 16 % of the pixels at a seeded position inside the
+           image (fill=F), and free-form holes of 3 %: thin scratches (scratch=0.03) and a text
+           overlay (text=0.03); methods knitwork, mlp, biharmonic (scikit-image), telea,
+           navier-stokes (OpenCV)
   denoise  white Gaussian noise σ 10, 20, 40 (0-255 scale; --sigmas sets others); methods
            knitwork, mlp, nlm (non-local means), bm3d — these estimate σ, as the networks do not
            know it — and bm3d-sigma, BM3D told the true σ (as published CBM3D numbers are)
@@ -231,7 +233,8 @@ def _sigmas(text: str | None) -> tuple[float, ...] | None:
 def run_bench_quality(args: argparse.Namespace) -> int:
     from knitwork.io import DEFAULT_MAX_PIXELS
     from pipeline.bench import suite_task
-    from pipeline.bench_driver import BenchOptions, run_bench, table
+    from pipeline.bench_driver import BenchOptions, run_bench
+    from pipeline.bench_tables import table
     from pipeline.storage import redact
 
     config, label = config_from(args, suite_task(args.suite))

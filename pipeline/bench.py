@@ -3,8 +3,9 @@ restored by the Knitwork, the MLP baseline and classical tools (or, in the ablat
 the paper's ablation stages, ``knitwork.ablation``), as Ray tasks; one row per (method,
 setting, image, repeat), recorded in MLflow and in ``OUTPUT/rows.jsonl``.
 
-Protocol (docs/benchmarks/quality.md): inpainting one square hole of 1, 2, 4 % of the pixels at
-a seeded position fully inside the image; denoising σ 10, 20, 40 (0–255) unless other levels
+Protocol (docs/benchmarks/quality.md): inpainting one square hole of 1, 2, 4, 8, 16 % of the
+pixels at a seeded position fully inside the image, or a seeded free-form hole (scratches, a
+text overlay: ``knitwork.masks``); denoising σ 10, 20, 40 (0–255) unless other levels
 are asked for (``denoise_settings``); blind SR ×2 and ×4 with delta, round and diagonal
 Gaussian kernels and a random anisotropic Gaussian drawn per image from its seed (DIV2KRK's
 generator, ``kernels.random_kernel``). A reduced protocol may downscale each clean image
@@ -88,10 +89,22 @@ def denoise_settings(sigmas: tuple[float, ...]) -> tuple[Setting, ...]:
     )
 
 
+# square holes of these fractions of the pixels (the paper's 1, 2, 4 %, and larger ones where
+# local interpolation breaks down), then free-form holes (knitwork.masks): thin scratches and a
+# text overlay, as photo restorers meet them
+INPAINT_SQUARES = (0.01, 0.02, 0.04, 0.08, 0.16)
+INPAINT_FREE_FORM = (("scratch", 0.03), ("text", 0.03))
+
 _TASK_SUITES: dict[str, tuple[Setting, ...]] = {
     "inpaint": tuple(
         Setting(name=f"fill={f:g}", degradation=Degradation(task="inpaint", fill_ratio=f))
-        for f in (0.01, 0.02, 0.04)
+        for f in INPAINT_SQUARES
+    )
+    + tuple(
+        Setting(
+            name=f"{mask}={f:g}", degradation=Degradation(task="inpaint", fill_ratio=f, mask=mask)
+        )
+        for mask, f in INPAINT_FREE_FORM
     ),
     "denoise": denoise_settings((10, 20, 40)),
     "sr": tuple(
@@ -408,9 +421,11 @@ def digest(
 
 
 def _setting_payload(setting: Setting) -> dict:
-    """A setting as its row hashes have always seen it (name, fill, sigma, scale, kernel)."""
+    """A setting as its row hashes have always seen it (name, fill, sigma, scale, kernel; a
+    free-form hole's mask, which square holes leave out)."""
     d = setting.degradation
-    return {
+    free_form = {"mask": d.mask} if d.task == "inpaint" and d.mask != "square" else {}
+    return free_form | {
         "name": setting.name,
         "fill_ratio": d.fill_ratio,
         "sigma": d.sigma,
