@@ -109,11 +109,12 @@ bench run.
 suites and settings:
   inpaint  one square hole of 1, 2, 4, 8, 16 % of the pixels at a seeded position inside the
            image (fill=F), and free-form holes of 3 %: thin scratches (scratch=0.03) and a text
-           overlay (text=0.03); methods knitwork, mlp, biharmonic (scikit-image), telea,
-           navier-stokes (OpenCV)
+           overlay (text=0.03); methods knitwork, dip (Deep Image Prior, on request), mlp,
+           biharmonic (scikit-image), telea, navier-stokes (OpenCV)
   denoise  white Gaussian noise σ 10, 20, 40 (0-255 scale; --sigmas sets others); methods
-           knitwork, mlp, nlm (non-local means), bm3d — these estimate σ, as the networks do not
-           know it — and bm3d-sigma, BM3D told the true σ (as published CBM3D numbers are)
+           knitwork, dip (on request), mlp, nlm (non-local means), bm3d — these estimate σ,
+           as the networks do not know it — and bm3d-sigma, BM3D told the true σ (as
+           published CBM3D numbers are)
   sr       blind ×2 and ×4 from delta, round and diagonal Gaussian kernels and random (one
            seeded random anisotropic Gaussian per image, DIV2KRK's generator: x2/random,
            x4/random); knitwork (learned kernel), mlp, bicubic. The networks' rows also score
@@ -203,7 +204,16 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
         help="repeats per image and setting, repeat r seeded with the image's seed + r [1]",
     )
     q.add_argument(
-        "--methods", help="comma-separated subset of the suite's methods or stages [all]"
+        "--methods",
+        help="comma-separated subset of the suite's methods or stages; dip (Deep Image Prior: "
+        "inpaint, denoise) runs only when named here [all but dip]",
+    )
+    q.add_argument(
+        "--dip-steps",
+        type=int,
+        metavar="N",
+        help="DIP's steps [its published schedule's: 5000 inpainting, 3000 denoising; at 64 px "
+        "denoising peaks near 500 and then fits the noise]",
     )
     q.add_argument("--settings", help="comma-separated subset of its settings, e.g. x2/delta [all]")
     q.add_argument(
@@ -248,6 +258,7 @@ def run_bench_quality(args: argparse.Namespace) -> int:
         seed=args.seed,
         seeds=args.seeds,
         methods=names(args.methods),
+        dip_steps=args.dip_steps,
         settings=names(args.settings),
         sigmas=_sigmas(args.sigmas),
         centre_crop=args.centre_crop,

@@ -40,6 +40,7 @@ from knitwork.ablation import ABLATION_STAGES, ablation_config
 from knitwork.classical import CLASSICAL, classical
 from knitwork.config import Config, as_baseline
 from knitwork.degradation import RANDOM, Degradation
+from knitwork.dip import dip_config, fit_dip
 from knitwork.fit import fit
 from knitwork.io import DEFAULT_MAX_PIXELS, decode_image, encode_image, reduce_to
 from knitwork.metrics import evaluate
@@ -51,6 +52,7 @@ from pipeline.storage import NotFound, Storage, StorageError
 
 ROWS_NAME = "rows.jsonl"
 NEURAL = ("knitwork", "mlp")  # the task suites' networks
+DIP = "dip"  # Deep Image Prior (knitwork.dip): inpaint and denoise, on request (--methods)
 ABLATION = "ablation-"  # prefix of the ablation suites: ablation-inpaint, ablation-denoise
 PNG = ".png"  # restored images, inputs and truths are written as PNG
 KERNEL_SCORES = ("kernel_error", "kernel_error_start")  # sr rows: None but for a learned kernel
@@ -128,11 +130,23 @@ def suite_task(suite: str) -> str:
 
 
 def methods_of(suite: str) -> tuple[str, ...]:
-    """The suite's methods in table order: the ablation's stages, or the two networks and the
-    task's classical tools."""
+    """The suite's methods in table order: the ablation's stages, or the Knitwork, DIP
+    (inpainting and denoising), the MLP and the task's classical tools."""
     if suite.startswith(ABLATION):
         return ABLATION_STAGES
-    return NEURAL + tuple(m.name for m in CLASSICAL[suite])
+    dip = (DIP,) if suite in ("inpaint", "denoise") else ()
+    return NEURAL[:1] + dip + NEURAL[1:] + tuple(m.name for m in CLASSICAL[suite])
+
+
+def default_methods(suite: str) -> tuple[str, ...]:
+    """What a bench runs without --methods: every method but DIP (minutes per 64-px image on
+    a CPU; ask for it by name)."""
+    return tuple(m for m in methods_of(suite) if m != DIP)
+
+
+def alone(method: str) -> bool:
+    """A method that gets a task of its own: a network (fitted) or DIP."""
+    return is_neural(method) or method == DIP
 
 
 def is_neural(method: str) -> bool:
@@ -167,6 +181,7 @@ class BenchItem:
     write_inputs: bool = False  # also write the degraded input and the ground truth
     pack: int | None = 1  # fits packed per task (knitwork.packed); None: automatic
     centre_crop: int | None = None  # then their central N×N (less where a side is shorter)
+    dip_steps: int | None = None  # DIP's steps; None: its published schedule's (knitwork.dip)
     repeat: int = 0  # r of --seeds: the seed is the image's + r
 
 
@@ -244,6 +259,19 @@ def _neural(
         scores = kernel_scores(learned_kernel(result), true_kernel)
         extra |= {k: None if v is None else round(v, 6) for k, v in scores.items()}
     return result.image, result.raw, extra, result.history
+
+
+def _dip(item: BenchItem, obs, truth) -> tuple[np.ndarray, np.ndarray, dict, list]:
+    """Deep Image Prior's restoration and raw output, with the history of its fit."""
+    history: list[dict[str, float]] = []
+    config = dip_config(item.suite, item.dip_steps)
+
+    def record(step: int, metrics: dict[str, float]) -> None:
+        history.append({"step": step, **metrics})
+
+    result = fit_dip(obs, config, seed=item.seed, progress=record, ground_truth=truth)
+    extra = {"params": result.params, "parameters": result.parameters, "packed": 1}
+    return result.image, result.raw, extra, history
 
 
 def _degrade(item: BenchItem):
@@ -343,6 +371,8 @@ def _run_method(item: BenchItem, method: str, obs, truth, result=None) -> RowOut
     try:
         if is_neural(method):
             restored, raw, extra, history = _neural(item, method, obs, truth, result)
+        elif method == DIP:
+            restored, raw, extra, history = _dip(item, obs, truth)
         else:
             tool = classical(item.suite, method)
             sigma = item.setting.degradation.sigma / 255 if item.suite == "denoise" else None
@@ -403,12 +433,15 @@ def digest(
     max_side: int | None,
     centre_crop: int | None = None,
     repeat: int = 0,
+    dip_steps: int | None = None,
 ) -> str:
     """The hash of everything that decides a row: method and its config, protocol, seed, size
     (a centre crop and a repeat r > 0 enter only when there are, so that other rows keep their
     old hashes)."""
     if is_neural(method):
         what = neural_config(config, method).identity()
+    elif method == DIP:
+        what = dip_config(suite, dip_steps).describe()
     else:
         what = classical(suite, method).params
     payload = {"method": method, "what": what, "setting": _setting_payload(setting), "seed": seed}
@@ -463,14 +496,14 @@ def _image_items(item: BenchItem, methods: tuple[str, ...], done: dict) -> list[
     for method in methods:
         h = digest(
             method, item.config, item.suite, item.setting, item.seed, item.max_side,
-            item.centre_crop, item.repeat,
+            item.centre_crop, item.repeat, item.dip_steps,
         )  # fmt: skip
         row = done.get((method, item.setting.name, item.image, item.repeat))
         finished = row is not None and row["status"] == "ok" and row["config_hash"] == h
         if not (finished and item.output.exists(row["output"])):
             todo.append((method, h))
-    neural = [(m, h) for m, h in todo if is_neural(m)]
-    rest = [(m, h) for m, h in todo if not is_neural(m)]
+    neural = [(m, h) for m, h in todo if alone(m)]
+    rest = [(m, h) for m, h in todo if not alone(m)]
     groups = [[pair] for pair in neural] + ([rest] if rest else [])
     return [
         replace(

@@ -17,6 +17,7 @@ from pipeline.bench import (
     BenchItem,
     RowOutcome,
     Setting,
+    default_methods,
     denoise_settings,
     failed_row,
     is_neural,
@@ -63,7 +64,8 @@ class BenchOptions:
     max_side: int | None = None  # images downscaled to this longest side first
     seed: int = 0  # base seed of the degradations and fits
     seeds: int = 1  # repeats per (image, setting): repeat r seeds with the image's seed + r
-    methods: tuple[str, ...] | None = None  # None: every method of the suite
+    methods: tuple[str, ...] | None = None  # None: every method of the suite but DIP
+    dip_steps: int | None = None  # DIP's steps; None: its published schedule's
     settings: tuple[str, ...] | None = None  # None: every setting of the suite
     sigmas: tuple[float, ...] | None = None  # denoise: noise levels instead of 10, 20, 40
     centre_crop: int | None = None  # after max_side, keep each image's central N×N
@@ -97,7 +99,7 @@ def _methods(options: BenchOptions) -> tuple[str, ...]:
     if options.suite not in SUITES:
         raise ValueError(f"--suite must be one of {', '.join(SUITES)}; got {options.suite!r}")
     known = methods_of(options.suite)
-    chosen = options.methods or known
+    chosen = options.methods or default_methods(options.suite)
     unknown = [m for m in chosen if m not in known]
     if unknown:
         raise ValueError(
@@ -106,6 +108,8 @@ def _methods(options: BenchOptions) -> tuple[str, ...]:
         )
     for method in filter(is_neural, chosen):
         neural_config(options.config, method)  # a stage the preset cannot make fails here
+    if options.dip_steps is not None and options.dip_steps < 1:
+        raise ValueError(f"--dip-steps must be ≥ 1; got {options.dip_steps}")
     return tuple(chosen)
 
 
@@ -224,6 +228,7 @@ def run_bench(options: BenchOptions) -> BenchSummary:
             config=task_config(ray, options.cluster, options.config, resources["num_gpus"]),
             max_pixels=options.max_pixels,
             threads=max(1, int(options.cluster.cpus_per_task)),
+            dip_steps=options.dip_steps,
         )
         per_task = options.cluster.pack or (AUTO_GPU_TASK_IMAGES if resources["num_gpus"] else 1)
         base = replace(base, pack=options.cluster.pack or None)

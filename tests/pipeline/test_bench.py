@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from knitwork_cli.main import main
-from pipeline.bench import SUITES, methods_of
+from pipeline.bench import SUITES, default_methods, methods_of
 from tests.conftest import example_image
 
 SUBSETS = {"inpaint": ["fill=0.01", "fill=0.16", "scratch=0.03", "text=0.03"]}
@@ -42,7 +42,7 @@ def test_bench_writes_every_row_and_records_them(tmp_path, ray_cluster, tracking
     code, output, report = bench(tmp_path, suite, "--settings", ",".join(chosen))
     assert code == 0, capsys.readouterr().err
     rows = json.loads(report.read_text())["rows"]
-    expected = {(m, s, n) for m in methods_of(suite) for s in chosen for n in names}
+    expected = {(m, s, n) for m in default_methods(suite) for s in chosen for n in names}
     assert {(r["method"], r["setting"], r["image"]) for r in rows} == expected
     assert len(rows) == len(expected)
     for row in rows:
@@ -79,7 +79,7 @@ def test_bench_writes_every_row_and_records_them(tmp_path, ray_cluster, tracking
 def test_rerun_resumes_and_bad_images_fail_alone(tmp_path, ray_cluster, tracking, capsys):
     write_clean(tmp_path / "clean", 24)
     (tmp_path / "clean" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    extra = ("--methods", "knitwork,biharmonic")
+    extra = ("--methods", "knitwork,biharmonic", "--settings", "fill=0.01,fill=0.02,fill=0.04")
     code, output, report = bench(tmp_path, "inpaint", *extra)
     assert code == 1
     rows = json.loads(report.read_text())["rows"]

@@ -199,3 +199,23 @@ def test_ablation_pairs_each_stage_with_the_previous_one_present():
 )
 def test_verdict_is_ahead_or_behind_only_outside_the_standard_error(mean, se, verdict):
     assert Paired(mean, se, 1, 2).verdict == verdict
+
+
+def test_dip_runs_on_request_beside_the_knitwork_with_its_own_row(
+    tmp_path, ray_cluster, tracking, capsys
+):
+    write_clean(tmp_path / "clean")
+    code, rows = bench(tmp_path, "denoise", "--settings", "sigma=20")
+    assert code == 0 and "dip" not in {r["method"] for r in rows}  # not by default
+    more = ("--settings", "sigma=20", "--methods", "knitwork,dip", "--dip-steps", "3")
+    code, rows = bench(tmp_path, "denoise", *more)
+    assert code == 0, capsys.readouterr().err
+    dip = next(r for r in rows if r["method"] == "dip")
+    assert dip["status"] == "ok" and "DIP 5×128" in dip["params"] and "3 steps" in dip["params"]
+    assert np.isfinite(dip["psnr"]) and dip["parameters"] > 2_000_000
+    assert (tmp_path / "out" / dip["output"]).is_file()
+    assert "knitwork − dip" in capsys.readouterr().out
+    longer = digest("dip", None, "denoise", SUITES["denoise"][1], dip["seed"], None, dip_steps=4)
+    assert longer != dip["config_hash"]  # other steps: another row
+    code, _ = bench(tmp_path, "denoise", *more)
+    assert "(0 computed now" in capsys.readouterr().out  # a rerun resumes DIP's row too
