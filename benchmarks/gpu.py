@@ -4,17 +4,28 @@ a 12-megapixel photo's fit. Writes the "gpu" section of docs/benchmarks/performa
 
     python benchmarks/gpu.py [--side 256] [--steps 300] [--packs 1 4 16 64]
                              [--processes 1 4 16] [--photo-steps 100]
+    python benchmarks/gpu.py full-size [--limit 270]
 
 Without a GPU it runs the same code on the CPU at a toy size (to show that it works) and the
 section says that the GPU table is pending.
+
+``full-size`` runs the paper's protocol for docs/benchmarks/quality.md: the `paper-*` presets
+(4,000 steps) on Set5 at full size through `knitwork bench quality`, inpainting at 2 % and
+denoising at σ 20 (five 4,000-step fits each, packed on one GPU: sized to fit ten minutes of
+one GPU by the 0.2 PFLOP per 1,000 steps at 256² estimate, not yet measured), each bench
+stopped after --limit seconds (a rerun resumes; finished
+rows are kept). The rows land in docs/benchmarks/quality/full-set5-SUITE.json. Without a GPU it
+only says so.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -129,7 +140,42 @@ def photo_row(args, device: str) -> str:
     )
 
 
+FULL_SIZE = (("inpaint", "fill=0.02"), ("denoise", "sigma=20"))  # estimated to fit 10 GPU min
+
+
+def full_size_command(suite: str, settings: str) -> list[str]:
+    """The bench line of one full-size suite: `paper-SUITE`, Set5 as it is, on the GPU."""
+    return [
+        "knitwork", "bench", "quality", "--suite", suite, "--images", "../shared/datasets/Set5",
+        "--preset", f"paper-{suite}", "--settings", settings, "--device", "cuda",
+        "--gpus-per-task", "0.2", "--pack", "5", "--experiment", "quality-full-Set5",
+        "--output", f"out/bench/full-Set5-{suite}",
+        "--json", f"docs/benchmarks/quality/full-set5-{suite}.json", "--quiet",
+    ]  # fmt: skip
+
+
+def full_size(limit: int) -> int:
+    """The paper's presets at full size on Set5 (``FULL_SIZE``), or a message without a GPU."""
+    if not torch.cuda.is_available():
+        print("full-size: no GPU here; the full-size rows of docs/benchmarks/quality.md wait "
+              "for one (nothing was run)")  # fmt: skip
+        return 0
+    bin_dir = Path(sys.executable).parent
+    for suite, settings in FULL_SIZE:
+        cmd = full_size_command(suite, settings)
+        print("$", shlex.join(cmd), flush=True)
+        try:
+            subprocess.run([str(bin_dir / cmd[0]), *cmd[1:]], timeout=limit, check=False)
+        except subprocess.TimeoutExpired:
+            print(f"stopped after {limit} s; a rerun resumes", flush=True)
+    return 0
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["full-size"]:
+        full = argparse.ArgumentParser(description="the paper's presets at full size on Set5")
+        full.add_argument("--limit", type=int, default=270, help="seconds per suite [270]")
+        sys.exit(full_size(full.parse_args(sys.argv[2:]).limit))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", default="../shared/datasets/tuning")
     parser.add_argument("--side", type=int, default=256)
