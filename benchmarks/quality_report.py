@@ -14,12 +14,11 @@ import statistics
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 from machine import describe, publish
-from PIL import Image, ImageDraw
+from quality_paper import PAPER_DENOISE, PAPER_INPAINT_HOLE, PAPER_INPAINT_WHOLE, PAPER_SR
+from quality_pictures import contact_sheet, crop_box, panel, resize
 
 from knitwork.ablation import ABLATION_STAGES
-from knitwork.degradation import rectangular_hole
 from knitwork.io import load_image, save_image
 from knitwork.presets import get_preset
 from pipeline.bench import ABLATION, SUITES, methods_of, suite_task
@@ -39,45 +38,6 @@ TITLES = (
     ("denoise", "Denoising (Table 3)"),
     ("sr", "Blind super-resolution (Table 2)"),
 )
-# The paper's PSNR/SSIM (../shared/paper/REFERENCE.md), each row MLP, DIP or SinGAN, Knitwork.
-PAPER_INPAINT_WHOLE = {
-    ("Set5", "fill=0.01"): ((32.99, 0.98), (32.53, 0.95), (32.00, 0.96)),
-    ("Set5", "fill=0.02"): ((28.65, 0.97), (29.35, 0.92), (29.81, 0.94)),
-    ("Set5", "fill=0.04"): ((25.85, 0.96), (26.22, 0.88), (27.96, 0.95)),
-    ("Set14", "fill=0.01"): ((28.97, 0.95), (28.22, 0.90), (27.65, 0.91)),
-    ("Set14", "fill=0.02"): ((26.38, 0.94), (27.08, 0.89), (26.03, 0.91)),
-    ("Set14", "fill=0.04"): ((24.00, 0.93), (25.53, 0.89), (24.44, 0.89)),
-}
-PAPER_INPAINT_HOLE = {
-    ("Set5", "fill=0.01"): ((13.96, 0.36), (20.66, 0.68), (18.28, 0.58)),
-    ("Set5", "fill=0.02"): ((11.89, 0.28), (18.50, 0.57), (17.79, 0.57)),
-    ("Set5", "fill=0.04"): ((11.89, 0.32), (15.89, 0.52), (14.95, 0.48)),
-    ("Set14", "fill=0.01"): ((11.85, 0.23), (16.32, 0.41), (15.50, 0.40)),
-    ("Set14", "fill=0.02"): ((10.79, 0.23), (15.32, 0.40), (13.94, 0.39)),
-    ("Set14", "fill=0.04"): ((10.67, 0.24), (14.08, 0.37), (12.35, 0.36)),
-}
-PAPER_SR = {  # set, setting → MLP, SinGAN, Knitwork (blind)
-    ("Set5", "x2/delta"): ((31.58, 0.95), (19.22, 0.65), (27.39, 0.88)),
-    ("Set5", "x2/diagonal"): ((23.78, 0.83), (19.95, 0.72), (24.62, 0.82)),
-    ("Set5", "x2/round"): ((24.95, 0.86), (21.59, 0.75), (25.48, 0.84)),
-    ("Set5", "x4/delta"): ((25.38, 0.85), (17.16, 0.53), (23.81, 0.81)),
-    ("Set5", "x4/diagonal"): ((23.47, 0.81), (19.15, 0.66), (24.22, 0.82)),
-    ("Set5", "x4/round"): ((24.61, 0.84), (20.75, 0.72), (25.36, 0.84)),
-    ("Set14", "x2/delta"): ((27.22, 0.89), (14.21, 0.41), (24.31, 0.82)),
-    ("Set14", "x2/diagonal"): ((22.09, 0.75), (16.96, 0.56), (22.08, 0.74)),
-    ("Set14", "x2/round"): ((22.96, 0.78), (17.21, 0.57), (22.35, 0.75)),
-    ("Set14", "x4/delta"): ((22.45, 0.76), (14.32, 0.33), (21.72, 0.75)),
-    ("Set14", "x4/diagonal"): ((21.90, 0.73), (17.75, 0.56), (22.05, 0.73)),
-    ("Set14", "x4/round"): ((22.52, 0.76), (18.65, 0.62), (21.56, 0.71)),
-}
-PAPER_DENOISE = {  # set, σ → MLP, DIP, Knitwork
-    ("Set5", "sigma=10"): ((23.58, 0.70), (27.56, 0.85), (26.69, 0.83)),
-    ("Set5", "sigma=20"): ((17.76, 0.42), (19.15, 0.49), (21.69, 0.63)),
-    ("Set5", "sigma=40"): ((12.43, 0.19), (11.6, 0.15), (15.91, 0.37)),
-    ("Set14", "sigma=10"): ((24.94, 0.77), (26.95, 0.84), (26.15, 0.85)),
-    ("Set14", "sigma=20"): ((19.56, 0.55), (19.70, 0.53), (23.08, 0.73)),
-    ("Set14", "sigma=40"): ((14.55, 0.30), (12.62, 0.19), (18.75, 0.56)),
-}
 OTHER = {"inpaint": "DIP", "denoise": "DIP", "sr": "SinGAN"}
 LABELS = {"psnr": "PSNR", "psnr_hole": "hole PSNR", "psnr_raw": "raw PSNR"}
 
@@ -354,25 +314,6 @@ def ablation_section(rows: dict[tuple[str, str], list[dict]]) -> list[str]:
     return lines
 
 
-def _label(panel: np.ndarray, text: str) -> np.ndarray:
-    """The panel with a white strip above it holding ``text``."""
-    w = panel.shape[1]
-    strip = Image.new("RGB", (w, 14), "white")
-    ImageDraw.Draw(strip).text((3, 1), text, fill="black")
-    top = np.asarray(strip, dtype=np.float32) / 255.0
-    return np.concatenate([top, panel], axis=0)
-
-
-def _resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    img = Image.fromarray((pixels * 255).round().astype(np.uint8))
-    return np.asarray(img.resize(size, Image.NEAREST), dtype=np.float32) / 255.0
-
-
-def _panel(path: Path, size: tuple[int, int]) -> np.ndarray:
-    pixels = load_image(path).pixels
-    return _resize(np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels, size)
-
-
 def picture(out: Path, images: Path, target: Path, suite: str, rows: list[dict]) -> str | None:
     """input | knitwork | (dip) | mlp | best classical | truth for one image of repeat 0,
     enlarged ×3, plus a second row of crops around the hole (inpainting) or the centre;
@@ -396,9 +337,9 @@ def picture(out: Path, images: Path, target: Path, suite: str, rows: list[dict])
         return None
     truth = load_image(paths[-1]).pixels
     h, w = truth.shape[:2]
-    panels = [_panel(p, (3 * w, 3 * h)) for p in paths]
-    top, left, ch, cw = _crop_box(first, suite, setting, image, h, w)
-    crops = [_resize(p[3 * top : 3 * (top + ch), 3 * left : 3 * (left + cw)], (3 * w, 3 * h))
+    panels = [panel(p, (3 * w, 3 * h)) for p in paths]
+    top, left, ch, cw = crop_box(first, suite, setting, image, h, w)
+    crops = [resize(p[3 * top : 3 * (top + ch), 3 * left : 3 * (left + cw)], (3 * w, 3 * h))
              for p in panels]  # fmt: skip
     scores = {
         r["method"]: r[key]
@@ -408,32 +349,6 @@ def picture(out: Path, images: Path, target: Path, suite: str, rows: list[dict])
     names = [m if m not in scores else f"{m} {scores[m]:.1f} dB" for m in shown]
     save_image(images / name, contact_sheet(panels, names, crops, "crop"))
     return f"![{dataset} {image} at {setting}: {', '.join(shown)}; crops below]({link})"
-
-
-def contact_sheet(panels, names, crops, crop_name: str) -> np.ndarray:
-    """Two rows of equally sized labelled panels, 6-px white gaps: the pictures, their crops."""
-    gap = np.ones((panels[0].shape[0] + 14, 6, 3), dtype=np.float32)
-    row1 = [_label(p, n) for p, n in zip(panels, names, strict=True)]
-    row2 = [_label(c, crop_name) for c in crops]
-    lines = [np.concatenate([y for x in r for y in (x, gap)][:-1], axis=1) for r in (row1, row2)]
-    sheet = np.concatenate([lines[0], np.ones((6, lines[0].shape[1], 3)), lines[1]], axis=0)
-    return sheet.astype(np.float32)
-
-
-def _crop_box(rows, suite, setting, image, h, w) -> tuple[int, int, int, int]:
-    """A box around the hole (the protocol's own, recomputed from the row's seed) or around
-    the image centre."""
-    side = max(8, min(h, w) // 3)
-    top, left = (h - side) // 2, (w - side) // 2
-    if suite == "inpaint":
-        seed = next(r["seed"] for r in rows if r["image"] == image and r["setting"] == setting)
-        fill = next(s.degradation.fill_ratio for s in SUITES[suite] if s.name == setting)
-        _, (top, left, hh, hw) = rectangular_hole(h, w, fill, seed)
-        cy, cx = top + hh // 2, left + hw // 2
-        side = min(h, w, max(side, 2 * max(hh, hw)))
-        top = min(max(0, cy - side // 2), h - side)
-        left = min(max(0, cx - side // 2), w - side)
-    return top, left, side, side
 
 
 def task_section(dataset: str, suite: str, found: list[dict] | None) -> list[str]:
