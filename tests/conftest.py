@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,19 @@ def learning_kernel(config: Config) -> Config:
     """``config`` with blind SR's kernel learned with the image (the paper's way; fast-sr
     estimates it first): for tests of the learned downsampler."""
     return config.replace(model=dataclasses.replace(config.model, blind_kernel="learn"))
+
+
+@pytest.fixture(autouse=True)
+def environment_restored():
+    """os.environ as it was before the test: a command run in-process (``main(argv)``) sets
+    the environment of its process (a quiet MLflow console, S3 and Ray settings), which must
+    not reach the next test's subprocesses (it once hid ``--verbose``'s MLflow lines). What
+    session fixtures set before the test stays."""
+    before = dict(os.environ)
+    yield
+    if dict(os.environ) != before:
+        os.environ.clear()
+        os.environ.update(before)
 
 
 @pytest.fixture
