@@ -53,7 +53,7 @@ from knitwork.metrics import psnr
 from knitwork.presets import get_preset
 from knitwork.report import learned_kernel
 from knitwork.tasks import observe
-from pipeline.bench import sr_kernel
+from pipeline.bench_suites import sr_kernel
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks" / "sr-kernels.md"
@@ -73,7 +73,7 @@ def load_square(path: Path, side: int) -> np.ndarray:
 
 
 def true_kernel(kind: str, scale: int, name: str) -> np.ndarray:
-    """The bench's kernels (`pipeline.bench.sr_kernel`); random ones drawn from the name."""
+    """The bench's kernels (`pipeline.bench_suites.sr_kernel`); random ones drawn from the name."""
     if kind == "random":
         return random_kernel(zlib.crc32(name.encode()), scale)
     return parse_kernel(sr_kernel(kind, scale))

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 
 from knitwork.degradation import rectangular_hole
 from knitwork.io import load_image
-from pipeline.bench import SUITES
+from pipeline.bench_suites import SUITES
 
 
 def label(panel: np.ndarray, text: str) -> np.ndarray:

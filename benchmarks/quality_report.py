@@ -21,7 +21,7 @@ from quality_pictures import contact_sheet, crop_box, panel, resize
 from knitwork.ablation import ABLATION_STAGES
 from knitwork.io import load_image, save_image
 from knitwork.presets import get_preset
-from pipeline.bench import ABLATION, SUITES, methods_of, suite_task
+from pipeline.bench_suites import ABLATION, SUITES, methods_of, suite_task
 from pipeline.bench_tables import Comparison, means, paired_summary
 
 NOTES_MARK = "<!-- notes: kept by quality.py report -->"

@@ -34,7 +34,7 @@ from knitwork.metrics import evaluate
 from knitwork.presets import get_preset
 from knitwork.report import kernel_picture, learned_kernel, side_by_side
 from knitwork.tasks import crop_to_scale, naive_restoration
-from pipeline.bench import sr_kernel
+from pipeline.bench_suites import sr_kernel
 
 
 def kernels(scale: int) -> dict[str, np.ndarray]:

@@ -165,7 +165,7 @@ examples:
 """
 
 
-# pipeline.bench.SUITES, spelled out so that `knitwork --help` imports nothing heavy
+# pipeline.bench_suites.SUITES, spelled out so that `knitwork --help` imports nothing heavy
 _SUITES = ["inpaint", "denoise", "sr", "ablation-inpaint", "ablation-denoise"]
 
 
@@ -242,8 +242,8 @@ def _sigmas(text: str | None) -> tuple[float, ...] | None:
 
 def run_bench_quality(args: argparse.Namespace) -> int:
     from knitwork.io import DEFAULT_MAX_PIXELS
-    from pipeline.bench import suite_task
     from pipeline.bench_driver import BenchOptions, run_bench
+    from pipeline.bench_suites import suite_task
     from pipeline.bench_tables import table
     from pipeline.storage import redact
 

@@ -3,7 +3,8 @@ restored by the Knitwork, the MLP baseline and classical tools (or, in the ablat
 the paper's ablation stages, ``knitwork.ablation``), as Ray tasks; one row per (method,
 setting, image, repeat), recorded in MLflow and in ``OUTPUT/rows.jsonl``.
 
-Protocol (docs/benchmarks/quality.md): inpainting one square hole of 1, 2, 4, 8, 16 % of the
+Protocol (docs/benchmarks/quality.md; the suites, settings and methods in
+``pipeline.bench_suites``): inpainting one square hole of 1, 2, 4, 8, 16 % of the
 pixels at a seeded position fully inside the image, or a seeded free-form hole (scratches, a
 text overlay: ``knitwork.masks``); denoising σ 10, 20, 40 (0–255) unless other levels
 are asked for (``denoise_settings``); blind SR ×2 and ×4 with delta, round and diagonal
@@ -36,10 +37,8 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from knitwork.ablation import ABLATION_STAGES, ablation_config
-from knitwork.classical import CLASSICAL, classical
-from knitwork.config import Config, as_baseline
-from knitwork.degradation import RANDOM, Degradation
+from knitwork.classical import classical
+from knitwork.config import Config
 from knitwork.dip import dip_config, fit_dip
 from knitwork.fit import fit
 from knitwork.io import DEFAULT_MAX_PIXELS, decode_image, encode_image, reduce_to
@@ -47,119 +46,20 @@ from knitwork.metrics import evaluate
 from knitwork.packs import fit_packed
 from knitwork.report import kernel_scores, learned_kernel
 from knitwork.result import FitResult
+from pipeline.bench_suites import (
+    DIP,
+    KERNEL_SCORES,
+    NEURAL,
+    Setting,
+    alone,
+    is_neural,
+    neural_config,
+)
 from pipeline.manifest import config_hash
 from pipeline.storage import NotFound, Storage, StorageError
 
 ROWS_NAME = "rows.jsonl"
-NEURAL = ("knitwork", "mlp")  # the task suites' networks
-DIP = "dip"  # Deep Image Prior (knitwork.dip): inpaint and denoise, on request (--methods)
-ABLATION = "ablation-"  # prefix of the ablation suites: ablation-inpaint, ablation-denoise
 PNG = ".png"  # restored images, inputs and truths are written as PNG
-KERNEL_SCORES = ("kernel_error", "kernel_error_start")  # sr rows: None but for a learned kernel
-
-
-@dataclass(frozen=True, kw_only=True)
-class Setting:
-    name: str  # the row's ``setting``: fill=0.02, sigma=20, x4/diagonal
-    degradation: Degradation  # how the clean image is degraded (SR: the kernel is learned)
-
-
-SR_KERNELS = ("delta", "round", "diagonal", "random")  # the SR suite's kernel kinds, in order
-
-
-def sr_kernel(kind: str, scale: int) -> str:
-    """The tables' SR kernels: delta, round Gaussian σ = r/2, diagonal σx 0.75·r, σy 0.3·r, 45°,
-    and random: one seeded random anisotropic Gaussian per image (``Degradation.true_kernel``
-    draws it from the image's seed, so a rerun degrades it identically)."""
-    specs = {
-        "delta": "delta",
-        "round": f"gaussian:{scale / 2:g}",
-        "diagonal": f"gaussian:{0.75 * scale:g},{0.3 * scale:g},45",
-        "random": RANDOM,
-    }
-    return specs[kind]
-
-
-def denoise_settings(sigmas: tuple[float, ...]) -> tuple[Setting, ...]:
-    """White Gaussian noise of each std in ``sigmas`` (0–255 scale), named ``sigma=N``."""
-    bad = [s for s in sigmas if not (np.isfinite(s) and s > 0)]
-    if bad or not sigmas or len(set(sigmas)) < len(sigmas):
-        raise ValueError(f"--sigmas must be distinct numbers > 0, e.g. 15,25,50; got {sigmas}")
-    return tuple(
-        Setting(name=f"sigma={s:g}", degradation=Degradation(task="denoise", sigma=float(s)))
-        for s in sigmas
-    )
-
-
-# square holes of these fractions of the pixels (the paper's 1, 2, 4 %, and larger ones where
-# local interpolation breaks down), then free-form holes (knitwork.masks): thin scratches and a
-# text overlay, as photo restorers meet them
-INPAINT_SQUARES = (0.01, 0.02, 0.04, 0.08, 0.16)
-INPAINT_FREE_FORM = (("scratch", 0.03), ("text", 0.03))
-
-_TASK_SUITES: dict[str, tuple[Setting, ...]] = {
-    "inpaint": tuple(
-        Setting(name=f"fill={f:g}", degradation=Degradation(task="inpaint", fill_ratio=f))
-        for f in INPAINT_SQUARES
-    )
-    + tuple(
-        Setting(
-            name=f"{mask}={f:g}", degradation=Degradation(task="inpaint", fill_ratio=f, mask=mask)
-        )
-        for mask, f in INPAINT_FREE_FORM
-    ),
-    "denoise": denoise_settings((10, 20, 40)),
-    "sr": tuple(
-        Setting(
-            name=f"x{r}/{k}",
-            degradation=Degradation(task="sr", scale=r, degrade_kernel=sr_kernel(k, r)),
-        )
-        for r in (2, 4)
-        for k in SR_KERNELS
-    ),
-}
-# the paper's ablation (its Fig. 3) on the settings of a task suite: networks only
-SUITES: dict[str, tuple[Setting, ...]] = _TASK_SUITES | {
-    f"{ABLATION}{task}": _TASK_SUITES[task] for task in ("inpaint", "denoise")
-}
-
-
-def suite_task(suite: str) -> str:
-    """The task a suite degrades for: inpaint, denoise or sr."""
-    return suite.removeprefix(ABLATION)
-
-
-def methods_of(suite: str) -> tuple[str, ...]:
-    """The suite's methods in table order: the ablation's stages, or the Knitwork, DIP
-    (inpainting and denoising), the MLP and the task's classical tools."""
-    if suite.startswith(ABLATION):
-        return ABLATION_STAGES
-    dip = (DIP,) if suite in ("inpaint", "denoise") else ()
-    return NEURAL[:1] + dip + NEURAL[1:] + tuple(m.name for m in CLASSICAL[suite])
-
-
-def default_methods(suite: str) -> tuple[str, ...]:
-    """What a bench runs without --methods: every method but DIP (minutes per 64-px image on
-    a CPU; ask for it by name)."""
-    return tuple(m for m in methods_of(suite) if m != DIP)
-
-
-def alone(method: str) -> bool:
-    """A method that gets a task of its own: a network (fitted) or DIP."""
-    return is_neural(method) or method == DIP
-
-
-def is_neural(method: str) -> bool:
-    """A network fitted by ``knitwork.fit`` (the Knitwork, the MLP, an ablation stage)."""
-    return method in ABLATION_STAGES
-
-
-def neural_config(config: Config, method: str) -> Config:
-    """A network's config from the Knitwork's: itself, the MLP's ``as_baseline``, or an
-    ablation stage's (``knitwork.ablation``)."""
-    if method in NEURAL:
-        return config if method == "knitwork" else as_baseline(config)
-    return ablation_config(config, method)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,22 +13,24 @@ from knitwork.config import Config
 from knitwork.io import DEFAULT_MAX_PIXELS, atomic_file
 from pipeline.bench import (
     ROWS_NAME,
-    SUITES,
     BenchItem,
     RowOutcome,
-    Setting,
-    default_methods,
-    denoise_settings,
     failed_row,
-    is_neural,
-    methods_of,
-    neural_config,
     pack_items,
     parse_rows,
     plan_items,
     render_rows,
     row_key,
     run_task,
+)
+from pipeline.bench_suites import (
+    SUITES,
+    Setting,
+    default_methods,
+    denoise_settings,
+    is_neural,
+    methods_of,
+    neural_config,
     suite_task,
 )
 from pipeline.bench_tables import SCORES, means_metrics, row_order

@@ -9,7 +9,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from pipeline.bench import ABLATION, KERNEL_SCORES, methods_of, suite_task
+from pipeline.bench_suites import ABLATION, KERNEL_SCORES, methods_of, suite_task
 from pipeline.tracking import metric_key
 
 SCORES = (

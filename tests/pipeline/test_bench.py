@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from knitwork_cli.main import main
-from pipeline.bench import SUITES, default_methods, methods_of
+from pipeline.bench_suites import SUITES, default_methods, methods_of
 from tests.conftest import example_image
 
 SUBSETS = {"inpaint": ["fill=0.01", "fill=0.16", "scratch=0.03", "text=0.03"]}

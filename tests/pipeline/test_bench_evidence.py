@@ -16,7 +16,8 @@ from knitwork.ablation import ABLATION_STAGES
 from knitwork.presets import get_preset
 from knitwork_cli.batch import _SUITES
 from knitwork_cli.main import main
-from pipeline.bench import SUITES, digest
+from pipeline.bench import digest
+from pipeline.bench_suites import SUITES
 from pipeline.bench_tables import Paired, paired_summary, paired_table
 from pipeline.cluster import ClusterOptions, task_config
 from pipeline.driver import image_seed

@@ -16,7 +16,7 @@ from knitwork.classical import denoise_bm3d_sigma
 from knitwork.degradation import Degradation
 from knitwork.io import load_image
 from knitwork_cli.main import main
-from pipeline.bench import methods_of
+from pipeline.bench_suites import methods_of
 from pipeline.bench_tables import paired, paired_table
 from pipeline.driver import image_seed
 from tests.conftest import example_image
