@@ -301,7 +301,10 @@ def ablation_section(rows: dict[tuple[str, str], list[dict]]) -> list[str]:
         "From the conventional coordinate MLP to the full Knitwork, one component added per "
         "stage on the preset's own budget (`knitwork/ablation.py`): mlp; patches (the "
         "multi-scale patch output, patch loss only); consistency (+ α); reconstructor (+ the "
-        "reconstructor and β); knitwork (+ the discriminator γ: the preset itself). Each "
+        "reconstructor and β); guide (+ inpainting's pull towards the biharmonic fill, "
+        "`loss.inpaint_guide`: ours, not the paper's); knitwork (+ the discriminator γ: the "
+        "preset itself). A stage that changes nothing for the preset is left out, so with γ 0 "
+        "the last row adds the guide. Each "
         "stage's difference from the previous one is paired over images; it counts as a gain "
         "or a loss only outside ± SE. The paper shows its ablation as a figure, so there are no "
         "published numbers to set beside these.",

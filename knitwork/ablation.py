@@ -8,26 +8,47 @@ full Knitwork, one component added per stage, every stage on the preset's own bu
   consistency    + the cross-patch consistency loss (``loss.alpha`` and its ramp, eq. 2)
   reconstructor  + the preset's reconstructor and its pixel loss (``model.reconstructor``,
                  ``loss.beta``, eq. 3)
+  guide          + inpainting's pull towards the biharmonic fill (``loss.inpaint_guide``; not
+                 in the paper)
   knitwork       + the discriminator (``loss.gamma``, eq. 4): the preset itself
 
 Each stage is the previous one with the fields of ``ABLATION_CHANGES`` set to the preset's.
+``ablation_stages`` leaves out the stages that change nothing for a given preset.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 from knitwork.config import Config, as_baseline
 
-ABLATION_STAGES: tuple[str, ...] = ("mlp", "patches", "consistency", "reconstructor", "knitwork")
+ABLATION_STAGES: tuple[str, ...] = (
+    "mlp", "patches", "consistency", "reconstructor", "guide", "knitwork"
+)  # fmt: skip
 
 # stage → the fields (dotted) it takes from the preset, on top of the previous stage
 ABLATION_CHANGES: dict[str, tuple[str, ...]] = {
     "patches": ("model.method", "model.patches"),
     "consistency": ("loss.alpha", "loss.alpha_ramp"),
     "reconstructor": ("model.reconstructor", "loss.beta"),
+    "guide": ("loss.inpaint_guide", "loss.inpaint_guide_steps"),
     "knitwork": ("loss.gamma",),
 }
+
+
+def ablation_stages(config: Config) -> tuple[str, ...]:
+    """The stages that differ for the preset ``config``: ``mlp``, each later stage that
+    changes the config (one that already equals the preset is left to ``knitwork``), and
+    ``knitwork``. A preset without a guide has no ``guide`` stage; with γ 0, the last stage
+    before ``knitwork`` is the one that made it."""
+    configs = {stage: ablation_config(config, stage) for stage in ABLATION_STAGES}
+    middle = [
+        stage
+        for before, stage in itertools.pairwise(ABLATION_STAGES[:-1])
+        if configs[stage] not in (configs[before], config)
+    ]
+    return ("mlp", *middle, "knitwork")
 
 
 def ablation_config(config: Config, stage: str) -> Config:

@@ -183,6 +183,11 @@ class LossConfig(_Checked):
     # bicubic loss, here for the image). 0: off
     sr_guide: float = 0.0
     sr_guide_steps: int = 100
+    # inpainting (Knitwork): a pixel loss (``pixel``) on the hole's pixels to the biharmonic
+    # fill of the observation (the classical fill as a prior the patches refine), weighted
+    # inpaint_guide; it fades linearly to 0 at step inpaint_guide_steps (0: it never fades). 0: off
+    inpaint_guide: float = 0.0
+    inpaint_guide_steps: int = 0
     alpha_ramp: Ramp = "none"  # "none", or "sigmoid": α·sigmoid((step − mid) / width)
     alpha_ramp_mid: int = 1000  # step at which the sigmoid ramp reaches α/2 (authors: 1000)
     alpha_ramp_width: float = 100.0  # steps per unit of the sigmoid's argument
@@ -298,7 +303,15 @@ def as_baseline(config: Config) -> Config:
         patches=PatchConfig(size=1, scales=(1,), blur=False),
         reconstructor="none",
     )
-    loss = dataclasses.replace(config.loss, alpha=0.0, beta=0.0, gamma=0.0, alpha_ramp="none")
+    loss = dataclasses.replace(
+        config.loss,
+        alpha=0.0,
+        beta=0.0,
+        gamma=0.0,
+        alpha_ramp="none",
+        inpaint_guide=0.0,
+        inpaint_guide_steps=0,
+    )
     return config.replace(model=model, loss=loss)
 
 
@@ -358,6 +371,8 @@ def validate(config: Config) -> None:
         raise ValueError("model.reconstructor_depth must be ≥ 1")
     if lo.sr_guide_steps < 1:
         raise ValueError(f"loss.sr_guide_steps must be ≥ 1; got {lo.sr_guide_steps}")
+    if lo.inpaint_guide_steps < 0:
+        raise ValueError(f"loss.inpaint_guide_steps must be ≥ 0; got {lo.inpaint_guide_steps}")
     for name in (
         "alpha",
         "beta",
@@ -366,6 +381,7 @@ def validate(config: Config) -> None:
         "kernel_sum",
         "kernel_spread",
         "sr_guide",
+        "inpaint_guide",
     ):
         if getattr(lo, name) < 0:
             raise ValueError(f"loss.{name} must be ≥ 0; got {getattr(lo, name)}")

@@ -112,7 +112,9 @@ class Targets:
     pixel_known: torch.Tensor | None = None  # (N,) which pixels are observed
     low_res: torch.Tensor | None = None  # SR: (C, h, w) the observed low-resolution image
     low_res_weight: torch.Tensor | None = None  # SR crops: (h, w) which LR pixels are compared
-    guide: torch.Tensor | None = None  # SR with loss.sr_guide: (N, C) the bicubic HR colours
+    # (N, C) SR with loss.sr_guide: the bicubic HR colours; inpainting with loss.inpaint_guide:
+    # the biharmonic fill (compared on the pixels that are not known)
+    guide: torch.Tensor | None = None
 
 
 def downsampling_loss(
@@ -128,9 +130,13 @@ def downsampling_loss(
     return (squared * weight).sum() / (weight.sum() * squared.shape[0]).clamp_min(1)
 
 
-def guide_weight(step: int, config: LossConfig) -> float:
-    """``loss.sr_guide``'s weight at ``step``: sr_guide at step 0, linearly down to 0 at
-    ``sr_guide_steps``."""
+def guide_weight(step: int, config: LossConfig, inpaint: bool = False) -> float:
+    """The guide's weight at ``step``: ``loss.sr_guide`` (or, inpainting, ``inpaint_guide``)
+    at step 0, linearly down to 0 at ``sr_guide_steps`` (``inpaint_guide_steps``; 0: never)."""
+    if inpaint:
+        steps = config.inpaint_guide_steps
+        fade = 1.0 if steps == 0 else max(0.0, 1.0 - step / steps)
+        return config.inpaint_guide * fade
     return config.sr_guide * max(0.0, 1.0 - step / config.sr_guide_steps)
 
 
@@ -163,10 +169,15 @@ def generator_losses(
     elif config.beta > 0 and pixels is not None:
         terms["pixel"] = pixel_loss(pixels, targets.colours, targets.pixel_known, config.pixel)
         total = total + config.beta * terms["pixel"]
-    guide = guide_weight(step, config)
+    inpaint = targets.low_res is None  # the guide of a fit that is not SR is inpainting's
+    guide = guide_weight(step, config, inpaint)
     if guide > 0 and pixels is not None and targets.guide is not None:
-        every = torch.ones(len(pixels), dtype=torch.bool, device=pixels.device)
-        terms["guide"] = pixel_loss(pixels, targets.guide, every, config.pixel)
+        compared = (
+            ~targets.pixel_known
+            if inpaint
+            else torch.ones(pixels.shape[:-1], dtype=torch.bool, device=pixels.device)
+        )
+        terms["guide"] = pixel_loss(pixels, targets.guide, compared, config.pixel)
         total = total + guide * terms["guide"]
     if config.gamma > 0 and fake_logits is not None:
         terms["gan"] = generator_gan_loss(fake_logits, fake_weight)

@@ -1,6 +1,7 @@
 """What a fit compares its output against besides the observed pixels, derived once from the
 observation: super-resolution's downsampling operator and its bicubic guide
-(``loss.sr_guide``), denoising's pre-smoothed real image (``loss.real_blur``)."""
+(``loss.sr_guide``), inpainting's biharmonic guide (``loss.inpaint_guide``), denoising's
+pre-smoothed real image (``loss.real_blur``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable
 
 import torch
 
+from knitwork.classical import inpaint_biharmonic
 from knitwork.config import Config
 from knitwork.kernels import bicubic_upsample, downsample, gaussian_kernel
 from knitwork.model import Knitwork
@@ -32,11 +34,18 @@ def kernel_reach(obs: Observation, model: Knitwork) -> int:
 
 
 def guide_image(obs: Observation, config: Config, device: torch.device) -> torch.Tensor | None:
-    """``loss.sr_guide`` (Knitwork SR): the bicubic upsampling of the LR image (C, H, W)."""
-    if config.loss.sr_guide <= 0:
+    """(C, H, W) what the guide loss pulls towards: ``loss.sr_guide`` (Knitwork SR) the bicubic
+    upsampling of the LR image, ``loss.inpaint_guide`` (Knitwork inpainting) the biharmonic
+    fill of the holes; None when the task's guide is off."""
+    if config.model.method != "knitwork":
         return None
-    up = bicubic_upsample(obs.image, obs.scale)
-    return torch.from_numpy(up).to(device).permute(2, 0, 1).contiguous()
+    if obs.task == "sr" and config.loss.sr_guide > 0:
+        guide = bicubic_upsample(obs.image, obs.scale)
+    elif obs.task == "inpaint" and config.loss.inpaint_guide > 0:
+        guide = inpaint_biharmonic(obs).astype(obs.image.dtype)
+    else:
+        return None
+    return torch.from_numpy(guide).to(device).permute(2, 0, 1).contiguous()
 
 
 def smoothed_real(obs: Observation, config: Config, device: torch.device) -> torch.Tensor | None:

@@ -93,7 +93,7 @@ class Trainer:
         self.model.to(self.device)
         self.held = held_out(observation, config, seed)
         self.real_image = smoothed_real(observation, config, self.device)
-        self.guide = guide_image(observation, config, self.device) if self.super_resolve else None
+        self.guide = guide_image(observation, config, self.device)
         self.best_error, self.best_step = float("inf"), 0  # of the held-out pixels
         self.plan = self._plan()
         self.downsample = (
@@ -167,6 +167,9 @@ class Trainer:
         else:
             self.coords = pixel_grid(h, w, self.device, box)
             self.targets = crop_targets(self.image, self.known, box, patches)
+            if self.guide is not None:
+                window = self.guide[:, top : top + ch, left : left + cw]
+                self.targets.guide = window.flatten(1).T
             if self.held is not None or self.real_image is not None:  # denoising: every pixel
                 source = self.image if self.real_image is None else self.real_image
                 every = torch.ones_like(self.known)
@@ -199,7 +202,9 @@ class Trainer:
         else:
             coords = pixel_grid(h, w, self.device)
         every = self.observation  # the losses skip the held-out pixels, the real set does not
-        return build_targets(every, self.model, self.device, self.held, self.real_image), coords
+        targets = build_targets(every, self.model, self.device, self.held, self.real_image)
+        targets.guide = None if self.guide is None else self.guide.flatten(1).T
+        return targets, coords
 
     def _held_out_error(self, pixels: torch.Tensor | None) -> float | None:
         """Mean squared error of this step's output on its held-out pixels (their noisy

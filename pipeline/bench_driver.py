@@ -101,7 +101,7 @@ def _methods(options: BenchOptions) -> tuple[str, ...]:
     if options.suite not in SUITES:
         raise ValueError(f"--suite must be one of {', '.join(SUITES)}; got {options.suite!r}")
     known = methods_of(options.suite)
-    chosen = options.methods or default_methods(options.suite)
+    chosen = options.methods or default_methods(options.suite, options.config)
     unknown = [m for m in chosen if m not in known]
     if unknown:
         raise ValueError(

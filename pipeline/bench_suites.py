@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from knitwork.ablation import ABLATION_STAGES, ablation_config
+from knitwork.ablation import ABLATION_STAGES, ablation_config, ablation_stages
 from knitwork.classical import CLASSICAL
 from knitwork.config import Config, as_baseline
 from knitwork.degradation import RANDOM, Degradation
@@ -99,9 +99,12 @@ def methods_of(suite: str) -> tuple[str, ...]:
     return NEURAL[:1] + dip + NEURAL[1:] + tuple(m.name for m in CLASSICAL[suite])
 
 
-def default_methods(suite: str) -> tuple[str, ...]:
+def default_methods(suite: str, config: Config | None = None) -> tuple[str, ...]:
     """What a bench runs without --methods: every method but DIP (minutes per 64-px image on
-    a CPU; ask for it by name)."""
+    a CPU; ask for it by name); of an ablation, the stages that change the preset ``config``
+    (``knitwork.ablation.ablation_stages``)."""
+    if suite.startswith(ABLATION) and config is not None:
+        return ablation_stages(config)
     return tuple(m for m in methods_of(suite) if m != DIP)
 
 

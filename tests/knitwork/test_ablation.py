@@ -8,8 +8,8 @@ import dataclasses
 
 import pytest
 
-from knitwork.ablation import ABLATION_CHANGES, ABLATION_STAGES, ablation_config
-from knitwork.config import as_baseline
+from knitwork.ablation import ABLATION_CHANGES, ablation_config, ablation_stages
+from knitwork.config import Config, as_baseline
 from knitwork.degradation import Degradation
 from knitwork.fit import fit
 from knitwork.presets import get_preset
@@ -35,60 +35,84 @@ def changed(a, b) -> set[str]:
 PATCHES = {"model.method", "model.patches.size", "model.patches.scales", "model.patches.blur"}
 
 
+GUIDE = {"loss.inpaint_guide", "loss.inpaint_guide_steps"}
+
+
+def _loss(name: str, **fields) -> Config:
+    preset = get_preset(name)
+    return preset.replace(loss=dataclasses.replace(preset.loss, **fields))
+
+
 @pytest.mark.parametrize(
-    ("preset", "alpha"),
+    ("config", "alpha", "guide", "gamma"),
     [
-        ("fast-inpaint", {"loss.alpha"}),
-        ("fast-denoise", {"loss.alpha"}),
-        ("paper-inpaint", {"loss.alpha", "loss.alpha_ramp"}),  # its α ramps up (sigmoid)
+        (_loss("fast-denoise"), {"loss.alpha"}, None, {"loss.gamma"}),
+        (_loss("paper-inpaint"), {"loss.alpha", "loss.alpha_ramp"}, None, {"loss.gamma"}),
+        (_loss("fast-inpaint", inpaint_guide=0.0, gamma=1e-3),
+         {"loss.alpha"}, None, {"loss.gamma"}),
+        (_loss("fast-inpaint", inpaint_guide=1.0, inpaint_guide_steps=50, gamma=1e-3),
+         {"loss.alpha"}, GUIDE, {"loss.gamma"}),
+        # γ 0: the guide is the last change, shown as the preset's own stage
+        (_loss("fast-inpaint", inpaint_guide=1.0, inpaint_guide_steps=50, gamma=0.0),
+         {"loss.alpha"}, None, GUIDE),
     ],
-)
-def test_each_stage_adds_exactly_its_fields(preset, alpha):
-    config = get_preset(preset)
+)  # fmt: skip
+def test_each_stage_adds_exactly_its_fields(config, alpha, guide, gamma):
     expected = {
         "patches": PATCHES,
         "consistency": alpha,
         "reconstructor": {"model.reconstructor", "loss.beta"},
-        "knitwork": {"loss.gamma"},
+        "guide": guide,
+        "knitwork": gamma,
     }
-    stages = [ablation_config(config, s) for s in ABLATION_STAGES]
+    expected = {k: v for k, v in expected.items() if v is not None}
+    assert ablation_stages(config) == ("mlp", *expected)
+    stages = [ablation_config(config, s) for s in ablation_stages(config)]
     assert stages[0] == as_baseline(config) and stages[-1] == config
-    for name, before, after in zip(ABLATION_STAGES[1:], stages[:-1], stages[1:], strict=True):
+    for name, before, after in zip(expected, stages[:-1], stages[1:], strict=True):
         assert changed(before, after) == expected[name], name
-        named = ABLATION_CHANGES[name]
-        assert all(any(k.startswith(f) for f in named) for k in expected[name])
+    named = [f for fields in ABLATION_CHANGES.values() for f in fields]
+    for fields in expected.values():  # every change is a field some stage names
+        assert all(any(k.startswith(f) for f in named) for k in fields)
     patches = stages[1]
     assert patches.model.reconstructor == "none"
     assert patches.model.patches == config.model.patches
     assert (patches.loss.alpha, patches.loss.beta, patches.loss.gamma) == (0, 0, 0)
+    assert as_baseline(config).loss.inpaint_guide == 0  # the MLP has no guide
+
+
+BASE_TERMS = {
+    "mlp": {"recon", "total"},
+    "patches": {"recon", "total"},
+    "consistency": {"recon", "consistency", "total"},
+    "reconstructor": {"recon", "consistency", "pixel", "total"},
+}
 
 
 @pytest.mark.parametrize(
-    ("preset", "degradation"),
+    ("config", "degradation", "later"),
     [
-        ("fast-inpaint", Degradation(task="inpaint", fill_ratio=0.04)),
-        ("fast-denoise", Degradation(task="denoise", sigma=25)),
+        (_loss("fast-inpaint", inpaint_guide=1.0, gamma=1e-3),
+         Degradation(task="inpaint", fill_ratio=0.04),
+         {"guide": {"recon", "consistency", "pixel", "guide", "total"},
+          "knitwork": {"recon", "consistency", "pixel", "guide", "gan", "total"}}),
+        (_loss("fast-denoise", gamma=1e-3), Degradation(task="denoise", sigma=25),
+         {"knitwork": {"recon", "consistency", "pixel", "gan", "total"}}),
     ],
-)
-def test_each_stage_fits_with_its_own_loss_terms(preset, degradation):
+)  # fmt: skip
+def test_each_stage_fits_with_its_own_loss_terms(config, degradation, later):
     """``patches`` draws each stack's centre pixel and learns from the patch reconstruction
     loss alone; each later stage brings its term."""
     obs, truth = degradation.apply(example_image("bird", 16), 3)
-    config = get_preset(preset).with_steps(2).with_device("cpu")
+    config = config.with_steps(2).with_device("cpu")
     config = config.replace(optim=dataclasses.replace(config.optim, log_every=1))
     terms = {}
-    for stage in ABLATION_STAGES:
+    for stage in ablation_stages(config):
         result = fit(obs, ablation_config(config, stage), seed=1, ground_truth=truth)
         terms[stage] = set(result.history[-1]) - {"step", "psnr", "discriminator", "holdout"}
         if stage == "patches":
             assert result.model.reconstructor is None and result.model.discriminator is None
-    assert terms == {
-        "mlp": {"recon", "total"},
-        "patches": {"recon", "total"},
-        "consistency": {"recon", "consistency", "total"},
-        "reconstructor": {"recon", "consistency", "pixel", "total"},
-        "knitwork": {"recon", "consistency", "pixel", "gan", "total"},
-    }
+    assert terms == BASE_TERMS | later
 
 
 def test_bad_stage_or_baseline_preset_is_refused():
