@@ -32,7 +32,7 @@ ABLATION_CHANGES: dict[str, tuple[str, ...]] = {
     "patches": ("model.method", "model.patches"),
     "consistency": ("loss.alpha", "loss.alpha_ramp"),
     "reconstructor": ("model.reconstructor", "loss.beta"),
-    "guide": ("loss.inpaint_guide", "loss.inpaint_guide_steps"),
+    "guide": ("loss.inpaint_guide", "loss.inpaint_guide_fade"),
     "knitwork": ("loss.gamma",),
 }
 

@@ -185,9 +185,11 @@ class LossConfig(_Checked):
     sr_guide_steps: int = 100
     # inpainting (Knitwork): a pixel loss (``pixel``) on the hole's pixels to the biharmonic
     # fill of the observation (the classical fill as a prior the patches refine), weighted
-    # inpaint_guide; it fades linearly to 0 at step inpaint_guide_steps (0: it never fades). 0: off
+    # inpaint_guide at step 0 and fading linearly to 0 once inpaint_guide_fade × optim.steps
+    # steps are done (a fraction of the fit, so that --steps keeps its shape; 0: it never
+    # fades). 0: off
     inpaint_guide: float = 0.0
-    inpaint_guide_steps: int = 0
+    inpaint_guide_fade: float = 0.0
     alpha_ramp: Ramp = "none"  # "none", or "sigmoid": α·sigmoid((step − mid) / width)
     alpha_ramp_mid: int = 1000  # step at which the sigmoid ramp reaches α/2 (authors: 1000)
     alpha_ramp_width: float = 100.0  # steps per unit of the sigmoid's argument
@@ -310,7 +312,7 @@ def as_baseline(config: Config) -> Config:
         gamma=0.0,
         alpha_ramp="none",
         inpaint_guide=0.0,
-        inpaint_guide_steps=0,
+        inpaint_guide_fade=0.0,
     )
     return config.replace(model=model, loss=loss)
 
@@ -371,8 +373,6 @@ def validate(config: Config) -> None:
         raise ValueError("model.reconstructor_depth must be ≥ 1")
     if lo.sr_guide_steps < 1:
         raise ValueError(f"loss.sr_guide_steps must be ≥ 1; got {lo.sr_guide_steps}")
-    if lo.inpaint_guide_steps < 0:
-        raise ValueError(f"loss.inpaint_guide_steps must be ≥ 0; got {lo.inpaint_guide_steps}")
     for name in (
         "alpha",
         "beta",
@@ -382,6 +382,7 @@ def validate(config: Config) -> None:
         "kernel_spread",
         "sr_guide",
         "inpaint_guide",
+        "inpaint_guide_fade",
     ):
         if getattr(lo, name) < 0:
             raise ValueError(f"loss.{name} must be ≥ 0; got {getattr(lo, name)}")

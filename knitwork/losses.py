@@ -130,12 +130,13 @@ def downsampling_loss(
     return (squared * weight).sum() / (weight.sum() * squared.shape[0]).clamp_min(1)
 
 
-def guide_weight(step: int, config: LossConfig, inpaint: bool = False) -> float:
-    """The guide's weight at ``step``: ``loss.sr_guide`` (or, inpainting, ``inpaint_guide``)
-    at step 0, linearly down to 0 at ``sr_guide_steps`` (``inpaint_guide_steps``; 0: never)."""
+def guide_weight(step: int, config: LossConfig, inpaint: bool = False, steps: int = 0) -> float:
+    """The guide's weight at ``step``: ``loss.sr_guide`` at step 0, linearly down to 0 at
+    ``sr_guide_steps``; inpainting, ``inpaint_guide`` down to 0 at ``inpaint_guide_fade`` ×
+    ``steps`` (the fit's, ``optim.steps``), or never when that is 0."""
     if inpaint:
-        steps = config.inpaint_guide_steps
-        fade = 1.0 if steps == 0 else max(0.0, 1.0 - step / steps)
+        end = config.inpaint_guide_fade * steps
+        fade = 1.0 if end <= 0 else max(0.0, 1.0 - step / end)
         return config.inpaint_guide * fade
     return config.sr_guide * max(0.0, 1.0 - step / config.sr_guide_steps)
 
@@ -150,10 +151,11 @@ def generator_losses(
     step: int,
     downsample: Callable[[torch.Tensor], torch.Tensor] | None = None,
     fake_weight: torch.Tensor | None = None,
+    steps: int = 0,
 ) -> dict[str, torch.Tensor]:
     """Eq. 4 as named terms; ``total`` = recon + α·consistency + β·pixel + γ·gan. In SR there is
     no recon term and the β term is the downsampling loss ``down``. ``fake_weight`` weighs the
-    fake logits (packed fits pad them)."""
+    fake logits (packed fits pad them); ``steps`` (the fit's) times inpainting's guide fade."""
     terms: dict[str, torch.Tensor] = {}
     total = torch.zeros((), device=field.device)
     if targets.stacks is not None:
@@ -170,7 +172,7 @@ def generator_losses(
         terms["pixel"] = pixel_loss(pixels, targets.colours, targets.pixel_known, config.pixel)
         total = total + config.beta * terms["pixel"]
     inpaint = targets.low_res is None  # the guide of a fit that is not SR is inpainting's
-    guide = guide_weight(step, config, inpaint)
+    guide = guide_weight(step, config, inpaint, steps)
     if guide > 0 and pixels is not None and targets.guide is not None:
         compared = (
             ~targets.pixel_known

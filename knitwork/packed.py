@@ -274,6 +274,7 @@ class PackedTrainer:
             step,
             downsample,
             targets.get("full_weight"),
+            self.config.optim.steps,
         )
         if priors is not None:
             terms["kernel"], terms["kernel_spread"] = priors

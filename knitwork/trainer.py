@@ -261,6 +261,7 @@ class Trainer:
             self.config.model.patches,
             step,
             self.downsample,
+            steps=self.config.optim.steps,
         )
         if self.model.downsampler is not None:
             loss = self.config.loss

@@ -35,7 +35,7 @@ def changed(a, b) -> set[str]:
 PATCHES = {"model.method", "model.patches.size", "model.patches.scales", "model.patches.blur"}
 
 
-GUIDE = {"loss.inpaint_guide", "loss.inpaint_guide_steps"}
+GUIDE = {"loss.inpaint_guide", "loss.inpaint_guide_fade"}
 
 
 def _loss(name: str, **fields) -> Config:
@@ -48,12 +48,12 @@ def _loss(name: str, **fields) -> Config:
     [
         (_loss("fast-denoise"), {"loss.alpha"}, None, {"loss.gamma"}),
         (_loss("paper-inpaint"), {"loss.alpha", "loss.alpha_ramp"}, None, {"loss.gamma"}),
-        (_loss("fast-inpaint", inpaint_guide=0.0, gamma=1e-3),
+        (_loss("fast-inpaint", inpaint_guide=0.0, inpaint_guide_fade=0.0, gamma=1e-3),
          {"loss.alpha"}, None, {"loss.gamma"}),
-        (_loss("fast-inpaint", inpaint_guide=1.0, inpaint_guide_steps=50, gamma=1e-3),
+        (_loss("fast-inpaint", inpaint_guide=1.0, inpaint_guide_fade=0.25, gamma=1e-3),
          {"loss.alpha"}, GUIDE, {"loss.gamma"}),
         # γ 0: the guide is the last change, shown as the preset's own stage
-        (_loss("fast-inpaint", inpaint_guide=1.0, inpaint_guide_steps=50, gamma=0.0),
+        (_loss("fast-inpaint", inpaint_guide=1.0, inpaint_guide_fade=0.25, gamma=0.0),
          {"loss.alpha"}, None, GUIDE),
     ],
 )  # fmt: skip
@@ -92,7 +92,7 @@ BASE_TERMS = {
 @pytest.mark.parametrize(
     ("config", "degradation", "later"),
     [
-        (_loss("fast-inpaint", inpaint_guide=1.0, gamma=1e-3),
+        (_loss("fast-inpaint", inpaint_guide=1.0, inpaint_guide_fade=0.0, gamma=1e-3),
          Degradation(task="inpaint", fill_ratio=0.04),
          {"guide": {"recon", "consistency", "pixel", "guide", "total"},
           "knitwork": {"recon", "consistency", "pixel", "guide", "gan", "total"}}),

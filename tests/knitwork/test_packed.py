@@ -32,6 +32,7 @@ def _config(task: str, steps: int, **optim):
     config = shrink(get_preset(f"fast-{task}"), steps=steps)
     if task == "sr":  # estimated kernels differ per image (no shared pack); learned ones pack
         config = learning_kernel(config)
+    optim = {"precision": "fp32"} | optim  # bf16 (where the CPU has it) rounds pack and solo apart
     return config.replace(optim=dataclasses.replace(config.optim, **optim))
 
 
@@ -76,7 +77,7 @@ def test_each_packed_image_equals_its_solo_fit(task, optim, degradation):
         assert np.abs(packed.image - solo.image).mean() < 2e-3
         for mine, theirs in zip(packed.history, solo.history, strict=True):
             assert mine.keys() == theirs.keys()
-            np.testing.assert_allclose(  # bf16 on CPUs that have it: rounding, not drift
+            np.testing.assert_allclose(  # sums in another order: rounding, not drift
                 list(mine.values()), list(theirs.values()), rtol=2e-2, atol=1e-5
             )
 
