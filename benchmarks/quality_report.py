@@ -441,7 +441,11 @@ def intro(rows: dict[tuple[str, str], list[dict]], command: Callable[..., list[s
         "line before it runs (`--methods dip` adds a method and merges its rows), then "
         "`python benchmarks/quality.py report` (this file and the pictures). The Set5 "
         f"inpainting rows here are those of `{line}`.  ",
-        f"Machine: {describe()}.  ",
+        "Machines: every row ran on a 2-CPU session machine without a GPU, an Intel Xeon until "
+        "2026-12-01 10:00 UTC and an AMD EPYC (with AVX-512 BF16, so `precision: auto` fits "
+        "in bf16) after: the Set5 inpainting `knitwork` rows and the Set5 ablation's "
+        "`knitwork` stage are the EPYC's; the seconds of the two are not comparable. This "
+        f"file was written on: {describe()}.  ",
         'Rows: [docs/benchmarks/quality/](quality/) (`{"rows": [...]}` per set and suite, one '
         "row per method, setting, image and repeat, with its parameters and seconds; rows "
         "from before `--seeds` count as repeat 0).",
