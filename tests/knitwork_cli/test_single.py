@@ -243,10 +243,19 @@ def test_cuda_asked_for_without_cuda_names_the_option(clean_png, tmp_path):
     assert "--device" in line and "CUDA is not available" in line and "cpu" in line
 
 
+def _ctrl_c_on() -> None:
+    """In the child: Ctrl-C's default action, as in a terminal. A runner started in the
+    background by a shell without job control passes SIGINT on ignored, and Python then never
+    raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_a_fit_prints_interrupted_and_exits_130(clean_png, tmp_path):
     command = [*KNITWORK, "fit", str(clean_png), "--task", "denoise", "--steps", "1000000"]
     command += ["--device", "cpu", "-o", str(tmp_path / "o.png")]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_on
+    )
     seen = ""
     while "fit:" not in seen:  # the progress bar: the fit has started stepping
         char = process.stderr.read(1)
@@ -264,7 +273,7 @@ def test_ctrl_c_during_a_fit_prints_interrupted_and_exits_130(clean_png, tmp_pat
 def test_ctrl_c_while_the_command_starts_is_no_traceback_either(clean_png, tmp_path):
     script = Path(sys.executable).parent / "knitwork"  # the console script, as a user runs it
     command = [script, "fit", clean_png, "--task", "denoise", "-o", tmp_path / "o.png"]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_on)
     time.sleep(0.5)  # Python is up, the libraries (torch: seconds) still loading
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
