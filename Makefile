@@ -32,8 +32,8 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -q
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
 
-test: lint browser  ## lint, then the whole test suite (pytest's "no tests" exit 5 counts as a pass)
-	$(BIN)/pytest -q --durations=20; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
+test: lint browser  ## lint, then the whole test suite in two workers, a file each (pytest's "no tests" exit 5 counts as a pass)
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=20; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
 
 bench: setup  ## CPU benchmarks (about an hour): docs/benchmarks/*.md
 	$(BIN)/python benchmarks/core.py

@@ -16,7 +16,8 @@ from knitwork.config import Config
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "images"
 
-torch.set_num_threads(2)
+# Two cores: one pytest process uses both; under pytest-xdist (`-n 2`) each worker takes one.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 def example_image(name: str = "butterfly", size: int = 32) -> np.ndarray:
