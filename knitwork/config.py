@@ -8,12 +8,12 @@ disagree, which choice the field encodes. Presets (``knitwork.presets``) are ins
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
+
+from knitwork.fields import Checked, check_device, parse_size
 
 Task = Literal["inpaint", "denoise", "sr"]
 TASKS: tuple[str, ...] = typing.get_args(Task)
@@ -28,87 +28,8 @@ LrDecay = Literal["none", "cosine"]
 BlindKernel = Literal["learn", "estimate"]
 
 
-class _Checked:
-    """Field checks at construction: a ``Literal`` field must hold one of its choices, a number
-    must be a number (YAML leaves ``1e-3`` as a string: accepted as 0.001), a tuple of ints a
-    tuple of ints. Errors name the field by its full dotted name (``SECTION``)."""
-
-    SECTION: ClassVar[str] = "config"
-
-    def __post_init__(self) -> None:
-        hints = _field_types(type(self))
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            checked = _check_value(f"{self.SECTION}.{f.name}", hints[f.name], value)
-            if checked is not value:
-                object.__setattr__(self, f.name, checked)
-
-
-@functools.cache
-def _field_types(cls: type) -> dict[str, Any]:
-    """A config class's resolved field annotations (resolved once per class)."""
-    return typing.get_type_hints(cls)
-
-
-def _check_value(name: str, kind: Any, value: Any) -> Any:
-    if typing.get_origin(kind) is Literal:
-        choices = typing.get_args(kind)
-        if value not in choices:
-            raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-        return value
-    if kind in (int, float):
-        return _number(name, kind, value)
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{name} must be true or false; got {value!r}")
-        return value
-    if kind is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{name} must be text (str); got {value!r}")
-        return value
-    if typing.get_origin(kind) is tuple:
-        item = typing.get_args(kind)[0]
-        what = "numbers" if item is float else "whole numbers"
-        if not isinstance(value, tuple | list):
-            raise ValueError(f"{name} must be a list of {what}; got {value!r}")
-        return tuple(_number(f"{name}[{i}]", item, v) for i, v in enumerate(value))
-    return value
-
-
-def _number(name: str, kind: type, value: Any) -> int | float:
-    """``value`` as ``kind``: numeric strings parsed, whole floats accepted as ints; NaN and
-    infinities refused."""
-    original, expected = value, kind.__name__
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            value = None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number ({expected}); got {original!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number ({expected}); got {original!r}")
-    if kind is int:
-        if value != int(value):
-            raise ValueError(f"{name} must be a whole number ({expected}); got {original!r}")
-        return int(value)
-    return float(value)
-
-
-_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
-
-
-def check_device(value: str, name: str = "optim.device") -> str:
-    """``value`` when it names a device a fit can run on (``auto``, ``cpu``, ``cuda``,
-    ``cuda:N``), else a ValueError naming ``name`` (the field, or a command-line option).
-    Only the spelling is checked: whether CUDA is present is the machine's business."""
-    if not isinstance(value, str) or not _DEVICE.fullmatch(value):
-        raise ValueError(f"{name} must be auto, cpu, cuda or cuda:N; got {value!r}")
-    return value
-
-
 @dataclass(frozen=True, kw_only=True)
-class EncodingConfig(_Checked):
+class EncodingConfig(Checked):
     SECTION: ClassVar[str] = "model.encoding"
 
     features: int = 256  # random Fourier frequencies; the MLP input has 2 × features values
@@ -127,7 +48,7 @@ class EncodingConfig(_Checked):
 
 
 @dataclass(frozen=True, kw_only=True)
-class PatchConfig(_Checked):
+class PatchConfig(Checked):
     SECTION: ClassVar[str] = "model.patches"
 
     size: int = 3  # P: each scale predicts a P×P patch (odd; paper 3, authors' inpainting 5)
@@ -136,7 +57,7 @@ class PatchConfig(_Checked):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ModelConfig(_Checked):
+class ModelConfig(Checked):
     SECTION: ClassVar[str] = "model"
 
     method: Method = "knitwork"  # "knitwork", or "mlp": the conventional coordinate-MLP baseline
@@ -164,7 +85,7 @@ class ModelConfig(_Checked):
 
 
 @dataclass(frozen=True, kw_only=True)
-class LossConfig(_Checked):
+class LossConfig(Checked):
     SECTION: ClassVar[str] = "loss"
 
     alpha: float = 1e-2  # weight of the cross-patch consistency loss (eq. 2)
@@ -196,7 +117,7 @@ class LossConfig(_Checked):
 
 
 @dataclass(frozen=True, kw_only=True)
-class OptimConfig(_Checked):
+class OptimConfig(Checked):
     SECTION: ClassVar[str] = "optim"
 
     steps: int = 1000  # full-grid iterations
@@ -400,20 +321,6 @@ def validate(config: Config) -> None:
         raise ValueError(f"optim.crop_size must be ≥ 0; got {o.crop_size}")
     if o.steps < 0 or o.lr <= 0 or o.d_lr <= 0 or o.d_steps < 1 or o.log_every < 1:
         raise ValueError("optim: steps ≥ 0, lr > 0, d_lr > 0, d_steps ≥ 1, log_every ≥ 1 needed")
-
-
-def parse_size(text: str) -> int:
-    """Bytes from ``4G``, ``512M``, ``1.5GiB``, ``2e9``; ``auto`` is not a size."""
-    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-    value = text.strip().upper().removesuffix("B").removesuffix("I")
-    unit = value[-1] if value and value[-1] in "KMGT" else ""
-    try:
-        number = float(value[: len(value) - len(unit)])
-    except ValueError:
-        raise ValueError(f"optim.max_memory {text!r}: use e.g. 4G, 512M or auto") from None
-    if not number > 0:
-        raise ValueError(f"optim.max_memory {text!r} must be positive")
-    return int(number * units[unit])
 
 
 def _build(cls: type, data: Any, where: str) -> Any:

@@ -8,8 +8,9 @@ import argparse
 import dataclasses
 
 from knitwork import io as kio
-from knitwork.config import TASKS, Config, as_baseline, check_device
+from knitwork.config import TASKS, Config, as_baseline
 from knitwork.degradation import HOLE_SHAPES, Degradation
+from knitwork.fields import check_device
 from knitwork.masks import MAX_FILL
 from knitwork.presets import default_preset, get_preset, load_preset_file
 

@@ -26,7 +26,8 @@ from types import ModuleType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from knitwork.config import Config, parse_size
+from knitwork.config import Config
+from knitwork.fields import parse_size
 from pipeline.storage import StorageError
 
 LOOPBACK_IP = "127.0.0.1"  # the only address a local cluster listens on

@@ -8,7 +8,8 @@ import itertools
 
 import pytest
 
-from knitwork.config import Config, OptimConfig, check_device
+from knitwork.config import Config, OptimConfig
+from knitwork.fields import check_device
 from knitwork.presets import from_yaml
 
 

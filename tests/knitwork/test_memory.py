@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from knitwork.config import parse_size
 from knitwork.degradation import Degradation
+from knitwork.fields import parse_size
 from knitwork.fit import fit
 from knitwork.memory import MemoryBudgetError, plan_steps
 from knitwork.presets import get_preset
