@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 from machine import describe, publish_section
-from quality_report import PAPER_DENOISE, _panel, contact_sheet
+from quality_paper import PAPER_DENOISE
+from quality_pictures import contact_sheet, panel
 
 from knitwork.io import load_image, save_image
 from pipeline.bench_tables import paired
@@ -176,11 +177,11 @@ def picture(dataset: str, rows: list[dict]) -> str | None:
     if not all(p.is_file() for p in paths):
         return None
     h, w = load_image(paths[-1]).pixels.shape[:2]
-    panels = [_panel(p, (2 * w, 2 * h)) for p in paths]
+    panels = [panel(p, (2 * w, 2 * h)) for p in paths]
     side = min(h, w) // 4
     top, left = (h - side) // 2, (w - side) // 2
     crops = [
-        _panel(p, (w, h))[top : top + side, left : left + side].repeat(6, 0).repeat(6, 1)
+        panel(p, (w, h))[top : top + side, left : left + side].repeat(6, 0).repeat(6, 1)
         for p in paths
     ]
     crops = [
