@@ -7,27 +7,39 @@ Called by `quality.py report`."""
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
-import statistics
 from collections.abc import Callable
 from pathlib import Path
 
 from machine import describe, publish
+from quality_cells import (
+    LABELS,
+    MISSING,
+    NETWORKS,
+    best_on,
+    comparison_cell,
+    number,
+    ordered_methods,
+    ordered_settings,
+    per_image,
+    plus_minus,
+    primary,
+    protocol,
+    seconds_cell,
+    standard_error,
+    steps_of,
+    verdicts,
+)
 from quality_paper import PAPER_DENOISE, PAPER_INPAINT_HOLE, PAPER_INPAINT_WHOLE, PAPER_SR
 from quality_pictures import contact_sheet, crop_box, panel, resize
 
-from knitwork.ablation import ABLATION_STAGES
 from knitwork.io import load_image, save_image
 from knitwork.presets import get_preset
-from pipeline.bench_suites import ABLATION, SUITES, methods_of, suite_task
-from pipeline.bench_tables import Comparison, means, paired_summary
+from pipeline.bench_suites import ABLATION, SUITES, suite_task
+from pipeline.bench_tables import means, paired_summary
 
 NOTES_MARK = "<!-- notes: kept by quality.py report -->"
 SETS = ("Set5", "Set14")
-MISSING = "—"
-NETWORKS = ("knitwork", "dip", "mlp")  # table order: the networks, then the classical tools
 PICTURE = {
     "inpaint": ("Set5", "fill=0.04", "butterfly.png"),
     "denoise": ("Set5", "sigma=40", "head.png"),
@@ -39,7 +51,6 @@ TITLES = (
     ("sr", "Blind super-resolution (Table 2)"),
 )
 OTHER = {"inpaint": "DIP", "denoise": "DIP", "sr": "SinGAN"}
-LABELS = {"psnr": "PSNR", "psnr_hole": "hole PSNR", "psnr_raw": "raw PSNR"}
 
 
 def load_rows(data: Path) -> dict[tuple[str, str], list[dict]]:
@@ -53,59 +64,6 @@ def load_rows(data: Path) -> dict[tuple[str, str], list[dict]]:
     return rows
 
 
-def primary(suite: str) -> tuple[str, str]:
-    """The suite's primary scores: the hole's for inpainting, the whole image's otherwise."""
-    return ("psnr_hole", "ssim_hole") if suite_task(suite) == "inpaint" else ("psnr", "ssim")
-
-
-def ordered_methods(suite: str, rows: list[dict]) -> list[str]:
-    """The methods found: the ablation's stages in order, or the networks then the classical
-    tools in the suite's order; any other name last, alphabetically."""
-    known = list(ABLATION_STAGES if suite.startswith(ABLATION) else NETWORKS)
-    known += [m for m in methods_of(suite) if m not in known]
-    found = {r["method"] for r in rows}
-    return sorted(found, key=lambda m: (known.index(m) if m in known else len(known), m))
-
-
-def ordered_settings(suite: str, rows: list[dict]) -> list[str]:
-    """The settings found, in the suite's order (any other in the rows' order, last)."""
-    known = [s.name for s in SUITES[suite]]
-    found = dict.fromkeys(r["setting"] for r in rows)
-    return [s for s in known if s in found] + [s for s in found if s not in known]
-
-
-def per_image(rows: list[dict], setting: str, method: str, key: str) -> dict[str, float]:
-    """image → its ``key`` averaged over its repeats that succeeded."""
-    values: dict[str, list[float]] = {}
-    for r in rows:
-        ok = r["status"] == "ok" and r.get(key) is not None
-        if ok and r["setting"] == setting and r["method"] == method:
-            values.setdefault(r["image"], []).append(r[key])
-    return {image: statistics.fmean(v) for image, v in values.items()}
-
-
-def standard_error(values: list[float]) -> float | None:
-    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
-
-
-def best_on(rows: list[dict], setting: str, methods: list[str], key: str) -> dict[str, str]:
-    """method → "k/n": the images (of n it restored) where its ``key`` is the highest."""
-    scores = {m: per_image(rows, setting, m, key) for m in methods}
-    top = {}
-    for image in {i for s in scores.values() for i in s}:
-        top[image] = max(s[image] for s in scores.values() if image in s)
-    return {
-        m: f"{sum(v == top[i] for i, v in s.items())}/{len(s)}" if s else MISSING
-        for m, s in scores.items()
-    }
-
-
-def steps_of(row: dict) -> int | None:
-    """A network row's step budget, from its ``params`` ("knitwork, 500 steps, config …")."""
-    found = re.search(r"(\d+) steps", row.get("params") or "")
-    return int(found.group(1)) if found else None
-
-
 def at_paper_size(suite: str, rows: list[dict]) -> bool:
     """True when every Knitwork row ran at full size (no max_side, no centre crop) with the
     step budget of the paper's preset (paper-TASK): the rows do not name their preset, so its
@@ -116,40 +74,6 @@ def at_paper_size(suite: str, rows: list[dict]) -> bool:
         r.get("max_side") is None and r.get("centre_crop") is None and steps_of(r) == steps
         for r in ours
     )
-
-
-def _values(rows: list[dict], key: str) -> list:
-    return sorted({r.get(key) for r in rows}, key=lambda v: (v is None, v or 0))
-
-
-def protocol(dataset: str, rows: list[dict]) -> str:
-    """One line: set, images, size, repeats, the networks' steps, a cell's n."""
-    images = len({r["image"] for r in rows})
-    repeats = sorted({r.get("repeat", 0) for r in rows})
-    sides = _values(rows, "max_side")
-    size = ", ".join("full size" if s is None else f"longest side {s} px" for s in sides)
-    crops = [c for c in _values(rows, "centre_crop") if c is not None]
-    size += "".join(f", centre {c}×{c}" for c in crops)
-    steps = sorted({s for r in rows if (s := steps_of(r)) is not None})
-    budget = f"; networks {'/'.join(map(str, steps))} steps" if steps else ""
-    seeds = f"r = 0…{repeats[-1]}" if len(repeats) > 1 else f"r = {repeats[0]}"
-    return (
-        f"*Protocol: {dataset}, {images} images, {size}, {len(repeats)} repeat"
-        f"{'s' if len(repeats) > 1 else ''} ({seeds}: seed = the image's + r){budget}; "
-        f"a cell's n = {images} images × {len(repeats)} = {images * len(repeats)} rows.*"
-    )
-
-
-def _f(value: float | None, digits: int = 2) -> str:
-    return MISSING if value is None else f"{value:.{digits}f}"
-
-
-def _seconds(value: float | None) -> str:
-    return MISSING if value is None else f"{value:.1f}" if value >= 1 else f"{value:.2g}"
-
-
-def _pm(value: float | None, se: float | None) -> str:
-    return _f(value) + ("" if value is None or se is None else f" ± {se:.2f}")
 
 
 def mean_table(suite: str, rows: list[dict]) -> list[str]:
@@ -173,29 +97,23 @@ def mean_table(suite: str, rows: list[dict]) -> list[str]:
         )
         for i, method in enumerate(here):
             v = stats[setting, method]
-            score = _pm(v[p], standard_error(list(per_image(rows, setting, method, p).values())))
+            score = plus_minus(
+                v[p], standard_error(list(per_image(rows, setting, method, p).values()))
+            )
             cells = [
                 setting if i == 0 else "",
                 f"**{method}**" if method == "knitwork" else method,
                 f"**{score}**" if v[p] is not None and v[p] == top else score,
-                _f(v[s]),
-                *([_f(v["psnr"])] if inpaint else []),
-                _f(v["psnr_raw"]),
-                _f(v["ssim_raw"]),
-                _seconds(v["seconds"]),
+                number(v[s]),
+                *([number(v["psnr"])] if inpaint else []),
+                number(v["psnr_raw"]),
+                number(v["ssim_raw"]),
+                seconds_cell(v["seconds"]),
                 best[method],
                 str(v["images"]) + (f" ({v['failed']} failed)" if v["failed"] else ""),
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return lines
-
-
-def _cell(c: Comparison | None) -> str:
-    if c is None:
-        return MISSING
-    d = c.diff
-    se = MISSING if d.se is None else f"{d.se:.2f}"
-    return f"{d.mean:+.2f} ± {se}, {d.wins}/{d.n} ({d.verdict})"
 
 
 def paired_table(dataset: str, suite: str, rows: list[dict], score: str) -> list[str]:
@@ -209,33 +127,13 @@ def paired_table(dataset: str, suite: str, rows: list[dict], score: str) -> list
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     stats = means(rows)
     for setting in ordered_settings(suite, rows):
-        cells = [setting, *(_cell(found.get((setting, m))) for m in others)]
+        cells = [setting, *(comparison_cell(found.get((setting, m))) for m in others)]
         if gap:
             ours = stats.get((setting, "knitwork"), {}).get(score)
             paper = paper_knitwork(suite, dataset, setting)
             cells.append(MISSING if ours is None or paper is None else f"{ours - paper:+.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return [*lines, "", *verdicts(list(found.values()), others)]
-
-
-def verdicts(comparisons: list[Comparison], order: list[str] | None = None) -> list[str]:
-    """One line per comparison pair (in the ``order`` of the other method): the settings where
-    it is ahead, behind (both outside ± SE) and within SE."""
-    pairs: dict[tuple[str, str], dict[str, list[str]]] = {}
-    rank = {m: i for i, m in enumerate(order or [])}
-    for c in sorted(comparisons, key=lambda c: rank.get(c.other, len(rank))):
-        kinds = pairs.setdefault((c.method, c.other), {"ahead": [], "behind": [], "within SE": []})
-        kinds[c.diff.verdict].append(c.setting)
-    lines = []
-    for (method, other), kinds in pairs.items():
-        total = sum(len(v) for v in kinds.values())
-        said = [
-            f"{kind} at {'every setting' if len(found) == total > 1 else ', '.join(found)}"
-            for kind, found in kinds.items()
-            if found
-        ]
-        lines.append(f"- {method} vs {other}: {'; '.join(said)}.")
-    return lines
 
 
 def paper_table(dataset: str, suite: str) -> list[str]:
@@ -284,9 +182,10 @@ def ablation_table(suite: str, rows: list[dict]) -> list[str]:
             se = standard_error(list(per_image(rows, setting, stage, p).values()))
             step = found.get((setting, stage))
             cells = [
-                setting if i == 0 else "", stage, _pm(v[p], se), _f(v[s]), _f(v["psnr_raw"]),
-                _seconds(v["seconds"]), str(v["images"]),
-                f"{_cell(step)} vs {step.other}" if step else MISSING,
+                setting if i == 0 else "", stage, plus_minus(v[p], se), number(v[s]),
+                number(v["psnr_raw"]),
+                seconds_cell(v["seconds"]), str(v["images"]),
+                f"{comparison_cell(step)} vs {step.other}" if step else MISSING,
             ]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
     return [*lines, "", *verdicts(list(found.values()))]
