@@ -25,7 +25,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,8 +35,8 @@ from pathlib import Path
 
 import psutil
 
-from pipeline import processes
-from pipeline.cluster import LOCAL_OBJECT_STORE_BYTES, LOOPBACK_IP, local_cluster_environment
+from pipeline import processes, stack_commands
+from pipeline.cluster import LOOPBACK_IP, local_cluster_environment
 from pipeline.storage import redact, s3_client
 
 DEFAULT_STATE = "out/stack"
@@ -48,15 +47,9 @@ GRACE_SECONDS = 10.0  # SIGTERM → SIGKILL for the other processes
 MARKER = "KNITWORK_STACK_ID"
 MLFLOW_SERVER_ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job runner
 STATE_FILE, ENV_FILE, LOCK_FILE = "stack.json", "env.sh", ".lock"
-DUMMY_KEY, DUMMY_SECRET = "knitwork-dummy-key", "knitwork-dummy-secret"  # moto takes any
 BUCKET_EXISTS = ("BucketAlreadyOwnedByYou", "BucketAlreadyExists")  # fine: the bucket is there
-MINIO_DEFAULT = "minioadmin"  # MinIO's built-in root user and password when none is set
-RAY_ADDRESS_FILE = "ray_current_cluster"  # written by `ray start` once the head runs
-RAY_TEMP_LIMIT = 40  # longer temp dirs overflow Ray's unix socket paths (107 bytes)
 DETACHED = {"stdin": subprocess.DEVNULL, "stderr": subprocess.STDOUT, "start_new_session": True}
 SERVICES = ("s3", "mlflow", "ray")  # start order; stopped in reverse
-RAY_PORT_OPTIONS = ("node-manager", "object-manager", "dashboard-agent-listen")
-RAY_PORT_OPTIONS += ("dashboard-agent-grpc", "runtime-env-agent", "metrics-export")
 
 Say = Callable[[str], None]
 
@@ -237,7 +230,7 @@ def _ports(options: StackOptions) -> list[int]:
 
 def _launch(options: StackOptions, state: Path, s3_kind: str) -> Stack:
     ports = _ports(options)
-    ray_temp, owned = _ray_temp_dir(state)
+    ray_temp, owned = stack_commands.ray_temp_dir(state)
     http = f"http://{LOOPBACK_IP}"
     addresses = dict(zip(SERVICES, (f"{http}:{ports[0]}", f"{http}:{ports[1]}"), strict=False))
     addresses["ray"] = f"{LOOPBACK_IP}:{ports[2]}"
@@ -247,21 +240,23 @@ def _launch(options: StackOptions, state: Path, s3_kind: str) -> Stack:
     )
     mlflow_db = f"sqlite:///{state / 'mlflow.db'}"
     commands = {
-        "s3": _s3_command(s3_kind, ports[0], ports[9], state),
+        "s3": stack_commands.s3_command(s3_kind, ports[0], ports[9], state),
         "mlflow": [sys.executable, "-m", "mlflow", *mlflow_args.split(), mlflow_db],
-        "ray": _ray_command(ports[2], ports[3:9], ports[10], ray_temp, options.num_cpus),
+        "ray": stack_commands.ray_command(
+            ports[2], ports[3:9], ports[10], ray_temp, options.num_cpus
+        ),
     }
     settings = {  # beyond the S3 ones
         "s3": {},
         "mlflow": {"MLFLOW_S3_ENDPOINT_URL": addresses["s3"]} | MLFLOW_SERVER_ENVIRONMENT,
         "ray": local_cluster_environment() | {"MLFLOW_TRACKING_URI": addresses["mlflow"]},
     }
-    exports = _exports(s3_kind, addresses)
+    exports = stack_commands.exports(s3_kind, addresses)
     stack_id, used = uuid.uuid4().hex[:12], tuple(ports[:9])
     stack = Stack(stack_id, str(state), options.bucket, (), used, ray_temp, owned, exports)
     dropped = ("AWS_", "MLFLOW_TRACKING_", "MLFLOW_S3_", "RAY_ADDRESS")  # the user's settings
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
-    inherited |= _s3_settings(s3_kind, addresses["s3"])
+    inherited |= stack_commands.s3_settings(s3_kind, addresses["s3"])
     kinds = {"s3": s3_kind, "mlflow": "mlflow", "ray": "ray"}
     for port, name in zip(ports, SERVICES, strict=False):
         env = inherited | settings[name] | {MARKER: f"{stack.id}:{name}"}
@@ -270,71 +265,6 @@ def _launch(options: StackOptions, state: Path, s3_kind: str) -> Stack:
         stack = dataclasses.replace(stack, services=(*stack.services, service))
         _write_record(stack)  # after each start, so that a crash of `up` leaves a record
     return stack
-
-
-def _ray_temp_dir(state: Path) -> tuple[str, bool]:
-    """STATE/ray, or a new folder under /tmp where that path is too long for Ray (True); the
-    address file an earlier head left is removed (its appearance tells that the head runs)."""
-    inside = state / "ray"
-    if len(str(inside)) > RAY_TEMP_LIMIT:
-        return tempfile.mkdtemp(prefix="knitwork-ray-"), True
-    (inside / RAY_ADDRESS_FILE).unlink(missing_ok=True)
-    return str(inside), False
-
-
-def _s3_command(kind: str, port: int, console_port: int, state: Path) -> list[str]:
-    if kind == "minio":
-        addresses = f"--address {LOOPBACK_IP}:{port} --console-address {LOOPBACK_IP}:{console_port}"
-        return ["minio", "server", str(state / "minio"), *addresses.split()]
-    return [sys.executable, "-m", "moto.server", "-H", LOOPBACK_IP, "-p", str(port)]
-
-
-def _ray_command(port: int, ports: list[int], client: int, temp: str, cpus: int | None):
-    flags = (
-        f"--head --block --node-ip-address={LOOPBACK_IP} --port={port} --disable-usage-stats "
-        f"--include-dashboard=false --object-store-memory={LOCAL_OBJECT_STORE_BYTES}"
-    )
-    command = [sys.executable, "-m", "ray.scripts.scripts", "start", *flags.split()]
-    command += [f"--{n}-port={p}" for n, p in zip(RAY_PORT_OPTIONS, ports, strict=True)]
-    command.append(f"--temp-dir={temp}")
-    if cpus is not None:
-        command.append(f"--num-cpus={cpus}")
-    if find_spec("grpc") is not None:  # with ray[client] present the head serves Ray Client
-        command.append(f"--ray-client-server-port={client}")  # (default port: 10001)
-    return command
-
-
-def _credentials(kind: str) -> tuple[str, str, str, str]:
-    """S3 access key, secret, the secret as printed (a real one only as a reference to the
-    variable that holds it) and what to say of them. MinIO reads MINIO_ROOT_USER/PASSWORD
-    from the environment it inherits, else uses its built-in defaults."""
-    if kind == "moto":
-        return DUMMY_KEY, DUMMY_SECRET, DUMMY_SECRET, "dummies: moto takes any credentials"
-    key = os.environ.get("MINIO_ROOT_USER") or MINIO_DEFAULT
-    if secret := os.environ.get("MINIO_ROOT_PASSWORD"):
-        return key, secret, '"$MINIO_ROOT_PASSWORD"', "MinIO's root user and password"
-    return key, MINIO_DEFAULT, MINIO_DEFAULT, "MinIO's defaults: dummies, for 127.0.0.1 only"
-
-
-def _s3_settings(kind: str, endpoint: str, printed: bool = False) -> dict[str, str]:
-    key, secret, shown, _ = _credentials(kind)
-    return {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": key,
-        "AWS_SECRET_ACCESS_KEY": shown if printed else secret,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-
-
-def _exports(kind: str, addresses: dict[str, str]) -> tuple[str, ...]:
-    """The settings a client exports, as shell lines (no real secret among them)."""
-    settings = _s3_settings(kind, addresses["s3"], printed=True)
-    settings |= {"MLFLOW_TRACKING_URI": addresses["mlflow"], "RAY_ADDRESS": addresses["ray"]}
-    settings |= local_cluster_environment()  # a Ray client of a loopback head needs them too
-    lines = [f"export {name}={value}" for name, value in settings.items()]
-    lines[1:3] = [f"{line}  # {_credentials(kind)[3]}" for line in lines[1:3]]
-    return (*lines, "unset AWS_SESSION_TOKEN AWS_PROFILE")
 
 
 def _spawn(name: str, command: list[str], env: dict[str, str], state: Path) -> tuple:
@@ -378,7 +308,7 @@ def _ready(stack: Stack, service: Service) -> bool:
         return processes.answers(service.port) and _create_bucket(stack, service.address)
     if service.name == "mlflow":
         return processes.http_ok(f"{service.address}/health")
-    started = Path(stack.ray_temp_dir, RAY_ADDRESS_FILE).exists()
+    started = Path(stack.ray_temp_dir, stack_commands.RAY_ADDRESS_FILE).exists()
     return started and processes.answers(service.port)
 
 
@@ -386,7 +316,7 @@ def _create_bucket(stack: Stack, endpoint: str) -> bool:
     """Create the bucket (kept if it exists); False while the endpoint cannot do it yet."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    key, secret, _, _ = _credentials(stack.services[0].kind)
+    key, secret, _, _ = stack_commands.credentials(stack.services[0].kind)
     client = s3_client(endpoint, credentials=(key, secret))
     try:
         client.create_bucket(Bucket=stack.bucket)
