@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
 def merge_rows(partial: Path, target: Path, suite: str) -> int:
     """Put the rows of ``partial`` into ``target``'s JSON, replacing any with the same method,
     setting, image and repeat (0 where a row has none); the number merged."""
-    from pipeline.bench import row_key
+    from pipeline.bench_rows import row_key
     from pipeline.bench_suites import SUITES
     from pipeline.bench_tables import row_order
 

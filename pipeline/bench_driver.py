@@ -11,18 +11,8 @@ from dataclasses import dataclass, field, replace
 
 from knitwork.config import Config
 from knitwork.io import DEFAULT_MAX_PIXELS, atomic_file
-from pipeline.bench import (
-    ROWS_NAME,
-    BenchItem,
-    RowOutcome,
-    failed_row,
-    pack_items,
-    parse_rows,
-    plan_items,
-    render_rows,
-    row_key,
-    run_task,
-)
+from pipeline.bench import BenchItem, RowOutcome, failed_row, pack_items, plan_items, run_task
+from pipeline.bench_rows import ROWS_NAME, parse_rows, render_rows, row_key
 from pipeline.bench_suites import (
     SUITES,
     Setting,
