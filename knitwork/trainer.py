@@ -156,25 +156,31 @@ class Trainer:
         top = int(torch.randint(0, h - ch + 1, (1,), generator=self.crops))
         left = int(torch.randint(0, w - cw + 1, (1,), generator=self.crops))
         box = (top, left, ch, cw)
+        window = tuple(r * v for v in box)  # the box on the output grid
+        self.coords = pixel_grid(r * h, r * w, self.device, window)
         patches = self.config.model.patches
         if self.super_resolve:
-            self.coords = pixel_grid(r * h, r * w, self.device, (r * top, r * left, r * ch, r * cw))
             reach = kernel_reach(self.observation, self.model)
             self.targets = sr_crop_targets(self.image, box, r, reach, patches)
-            if self.guide is not None:
-                window = self.guide[:, r * top : r * (top + ch), r * left : r * (left + cw)]
-                self.targets.guide = window.flatten(1).T
         else:
-            self.coords = pixel_grid(h, w, self.device, box)
             self.targets = crop_targets(self.image, self.known, box, patches)
-            if self.guide is not None:
-                window = self.guide[:, top : top + ch, left : left + cw]
-                self.targets.guide = window.flatten(1).T
             if self.held is not None or self.real_image is not None:  # denoising: every pixel
                 source = self.image if self.real_image is None else self.real_image
                 every = torch.ones_like(self.known)
                 self.targets.real = crop_targets(source, every, box, patches).real
+        self.targets.guide = self._guide_pixels(window)
         self.features = self._encode()
+
+    def _guide_pixels(self, window: tuple[int, int, int, int] | None = None):
+        """The guide (``references.guide_image``) as a row per pixel of the output grid or of
+        its window (top, left, height, width); None without one."""
+        if self.guide is None:
+            return None
+        guide = self.guide
+        if window is not None:
+            top, left, h, w = window
+            guide = guide[:, top : top + h, left : left + w]
+        return guide.flatten(1).T
 
     @torch.no_grad()
     def _encode(self) -> torch.Tensor:
@@ -193,7 +199,7 @@ class Trainer:
         if self.super_resolve:
             coords = pixel_grid(*obs.output_shape, self.device)
             targets = build_sr_targets(obs, self.model, self.device)
-            targets.guide = None if self.guide is None else self.guide.flatten(1).T
+            targets.guide = self._guide_pixels()
             return targets, coords
         # every other task, and the MLP baseline for SR: fit the observed pixels
         h, w = obs.known.shape
@@ -203,7 +209,7 @@ class Trainer:
             coords = pixel_grid(h, w, self.device)
         every = self.observation  # the losses skip the held-out pixels, the real set does not
         targets = build_targets(every, self.model, self.device, self.held, self.real_image)
-        targets.guide = None if self.guide is None else self.guide.flatten(1).T
+        targets.guide = self._guide_pixels()
         return targets, coords
 
     def _held_out_error(self, pixels: torch.Tensor | None) -> float | None:
