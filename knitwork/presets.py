@@ -83,8 +83,8 @@ _FAST_MODEL = ModelConfig(
 # −0.27 ± 0.78 / +1.50 ± 1.35 / +1.08 ± 1.00 / +1.34 ± 0.55 dB (1/2/4/8/16 % squares) to
 # +0.84 ± 0.36 / +0.31 ± 0.25 / +0.73 ± 0.22 / +0.23 ± 0.30 / +0.21 ± 0.07, and on scratches
 # and text from −0.67 ± 0.44 / −0.88 ± 0.59 to −0.26 ± 0.32 / −0.25 ± 0.28: a smaller mean gain
-# on large squares for fewer large failures (without the guide the worst photos lost 7.2 dB at 4 % and
-# 6.1 dB at 2 %; with it the worst hole is −2.1 dB).
+# on large squares for fewer large failures (without the guide the worst photos lost 7.2 dB at
+# 4 % and 6.1 dB at 2 %; with it the worst hole is −2.1 dB).
 _FAST_INPAINT = Config(
     model=dataclasses.replace(_FAST_MODEL, encoding=EncodingConfig(scale=5.0)),
     loss=LossConfig(
